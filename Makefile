@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`. Everything else supports them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo demo-again soak bench lint catalog clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "error: could not create $(VENV) (is python3-venv installed?)"; exit 1; }
+	@$(PIP) install -q --upgrade pip >/dev/null 2>&1 || true
+	@$(PIP) install -q -e ".[dev]" || { echo "error: installing tap-apixx and its test tools failed (see pip's message above)"; exit 1; }
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) scripts/run_tests.py
+
+soak: install
+	$(PY) -m pytest -m soak -p no:cacheprovider
+
+bench: install
+	$(PY) scripts/bench.py
+
+demo: install
+	$(PY) scripts/demo.py
+
+demo-again: install
+	$(PY) scripts/demo.py --again
+
+lint: install
+	$(VENV)/bin/ruff check tap_apixx apixx_emulator tests scripts
+
+catalog: install
+	$(VENV)/bin/tap-apixx --config catalog/discover-config.json --discover > catalog/catalog.json
+
+clean:
+	rm -rf $(VENV) .meltano output .pytest_cache

@@ -1,0 +1,119 @@
+"""`apixx-emulator`: serve the local APIXX on a port, with every behaviour set by flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+
+from .models import DEFAULT_KEYS, Settings
+
+EPILOG = """built-in keys (used when --keys-file is not given):
+""" + "\n".join(f"  {k['key']:<32} tenant={k['tenant']:<7} scopes={' '.join(k['scopes'])}" for k in DEFAULT_KEYS) + """
+
+control plane (no key, loopback only): POST /_emulator/reset, POST /_emulator/churn,
+POST|GET|DELETE /_emulator/faults, GET /_emulator/records/{entity}?tenant=&env=,
+GET|DELETE /_emulator/stats, POST /_emulator/limits, GET /_emulator/health.
+"""
+
+
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return number
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="apixx-emulator", description="A faithful local APIXX API for tests and demos.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (default: 8765; 0 picks a free one)")
+    p.add_argument("--seed", type=int, default=42, help="seed for the generated data (default: 42)")
+    p.add_argument("--records-per-entity", type=positive, default=2000,
+                   help="records generated per entity, tenant and environment (default: 2000)")
+    p.add_argument("--cursor-mode", choices=("exclusive", "inclusive"), default="exclusive",
+                   help="how `cursor` compares with updated_at: exclusive '>' (default) or inclusive '>='")
+    p.add_argument("--max-tie-size", type=positive, default=1000,
+                   help="largest group of records generated with one shared updated_at (default: 1000)")
+    p.add_argument("--keys-file", help='JSON list of {"key", "tenant", "scopes"} replacing the built-in keys')
+    p.add_argument("--read-limit", type=positive, default=600, help="GET requests per key per minute (default: 600)")
+    p.add_argument("--write-limit", type=positive, default=120, help="POST/PATCH/DELETE per key per minute (default: 120)")
+    p.add_argument("--trigger-limit", type=positive, default=60, help="POST /flows/{id}/trigger per key per minute (default: 60)")
+    p.add_argument("--webhook", action="append", default=[], metavar="URL=SECRET",
+                   help="subscribe URL to every event, signing with SECRET (repeatable)")
+    p.add_argument("--preload", action="append", default=None, metavar="TENANT/ENV",
+                   help="generate this dataset before serving (repeatable; default: acme/live)")
+    p.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")
+    return p
+
+
+def load_keys(path: str) -> list[dict]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            keys = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"apixx-emulator: error: cannot read --keys-file {path}: {err}") from None
+    if not isinstance(keys, list) or not all(isinstance(k, dict) and "key" in k and "tenant" in k for k in keys):
+        raise SystemExit(f'apixx-emulator: error: --keys-file {path} must be a JSON list of {{"key", "tenant", "scopes"}}')
+    return keys
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    settings = Settings(seed=args.seed, records_per_entity=args.records_per_entity, cursor_mode=args.cursor_mode,
+                        max_tie_size=args.max_tie_size, read_limit=args.read_limit, write_limit=args.write_limit,
+                        trigger_limit=args.trigger_limit)
+    if args.keys_file:
+        settings.keys = load_keys(args.keys_file)
+    for spec in args.webhook:
+        url, sep, secret = spec.rpartition("=")
+        if not sep or not url.startswith(("http://", "https://")) or not secret:
+            raise SystemExit(f"apixx-emulator: error: --webhook must look like URL=SECRET, got {spec!r}")
+        settings.webhooks.append({"url": url, "secret": secret, "events": ["*"]})
+    return settings
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        raise SystemExit(f"apixx-emulator: error: cannot listen on {host}:{port} ({err.strerror}); "
+                         "is another emulator running? Pick another port with --port.") from None
+    sock.listen(2048)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    args = parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        app = create_app(settings)
+    except ValueError as err:
+        raise SystemExit(f"apixx-emulator: error: {err}") from None
+    sock = bind_socket(args.host, args.port)
+    started = time.perf_counter()
+    for spec in args.preload or ["acme/live"]:
+        tenant, _, env = spec.partition("/")
+        app.state.store.dataset(tenant, env or "live")
+    host, port = sock.getsockname()[:2]
+    print(f"apixx-emulator: serving on http://{host}:{port} (data ready in {time.perf_counter() - started:.1f}s; "
+          f"data API /api/public/data, ops API /v1, control /_emulator)", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on", timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""Emulator state in plain Python: datasets per tenant and environment, keys, limits, the request log."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .entities import DATE, DERIVED, ENTITIES, GENERATION_ORDER, SOURCES, TIMESTAMP
+from .errors import ApiError
+
+MAX_PAGE_SIZE = 1000  # documented maximum `limit`
+DEFAULT_PAGE_SIZE = 100  # documented default `limit`
+WINDOW_SECONDS = 60  # the rate limiter's sliding window
+DATA_START_MS = 1751328000000  # 2025-07-01T00:00:00Z: generated history starts here ...
+DATA_SPAN_MS = 365 * 86400 * 1000  # ... and covers one year
+REQUEST_LOG_MAX = 200_000
+
+
+def iso_ms(ms: int) -> str:
+    """RFC 3339 UTC with millisecond precision and a Z, as the API writes `updated_at`."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def iso_s(ms: int) -> str:
+    return datetime.fromtimestamp(ms // 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(value: str) -> str:
+    """Normalise an RFC 3339 timestamp to the API's `updated_at` form, or raise ValueError."""
+    dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if dt.tzinfo is None:
+        raise ValueError("timestamp needs a time zone (Z or +hh:mm)")
+    ms = int(dt.timestamp() * 1000 + (0.5 if dt.timestamp() >= 0 else -0.5))
+    return iso_ms(ms)
+
+
+def to_ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000 + 0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Keys
+
+@dataclass
+class ApiKey:
+    key_id: str
+    secret: str
+    tenant: str
+    scopes: frozenset[str]
+    revoked: bool = False
+
+    @property
+    def env(self) -> str:
+        return "test" if self.secret.startswith("apx_test_") else "live"
+
+
+ALL_SCOPES = ("data:read", "flows:read", "flows:write")
+DEFAULT_KEYS = [  # documented in the README; the demo and the tests use them
+    {"key": "apx_live_acme_4f9c2e1a7b3d", "tenant": "acme", "scopes": list(ALL_SCOPES)},
+    {"key": "apx_test_acme_8d2b6f0c4e1a", "tenant": "acme", "scopes": list(ALL_SCOPES)},
+    {"key": "apx_live_globex_3a7e9c1d5b2f", "tenant": "globex", "scopes": list(ALL_SCOPES)},
+    {"key": "apx_test_globex_6c1f8a2e4d9b", "tenant": "globex", "scopes": list(ALL_SCOPES)},
+    {"key": "apx_live_acme_opsonly_2e8d5c", "tenant": "acme", "scopes": ["flows:read"]},
+    {"key": "apixx_acme_data_7b3e1f9a", "tenant": "acme", "scopes": ["data:read"]},
+]
+KEY_PREFIXES = ("apx_live_", "apx_test_", "apixx_")
+
+
+class KeyRing:
+    """The keys the emulator accepts; looked up by secret, named in logs by id only."""
+
+    def __init__(self, specs: list[dict[str, Any]]):
+        self._lock = threading.Lock()
+        self.by_secret: dict[str, ApiKey] = {}
+        self.by_id: dict[str, ApiKey] = {}
+        for i, spec in enumerate(specs, start=1):
+            secret = spec["key"]
+            if not secret.startswith(KEY_PREFIXES):
+                raise ValueError(f"key #{i} in the keys file has no known prefix {KEY_PREFIXES}")
+            key = ApiKey(spec.get("id") or f"key_{i:03d}", secret, spec["tenant"], frozenset(spec.get("scopes", ())))
+            self.by_secret[secret] = key
+            self.by_id[key.key_id] = key
+
+    def lookup(self, secret: str) -> ApiKey | None:
+        key = self.by_secret.get(secret)
+        return None if key is None or key.revoked else key
+
+    def rotate(self, key_id: str, tenant: str) -> str:
+        """Issue a new secret for `key_id`; the old one stops working at once."""
+        with self._lock:
+            key = self.by_id.get(key_id)
+            if key is None or key.tenant != tenant:
+                raise ApiError(404, "not_found", f"No API key with id '{key_id}'.")
+            prefix = next(p for p in KEY_PREFIXES if key.secret.startswith(p))
+            del self.by_secret[key.secret]
+            key.secret = prefix + uuid.uuid4().hex
+            self.by_secret[key.secret] = key
+            return key.secret
+
+
+# --------------------------------------------------------------------------------------------
+# Rate limits
+
+@dataclass
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int
+    retry_after: int = 0
+
+
+class RateLimiter:
+    """Sliding 60-second windows per (key, bucket)."""
+
+    def __init__(self, limits: dict[str, int]):
+        self.limits = dict(limits)
+        self._windows: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key_id: str, bucket: str, now: float | None = None) -> RateDecision:
+        now = time.time() if now is None else now
+        limit = self.limits[bucket]
+        with self._lock:
+            window = self._windows.setdefault((key_id, bucket), deque())
+            while window and window[0] <= now - WINDOW_SECONDS:
+                window.popleft()
+            if len(window) >= limit:
+                reset = window[0] + WINDOW_SECONDS
+                return RateDecision(False, limit, 0, math.ceil(reset), max(1, math.ceil(reset - now)))
+            window.append(now)
+            return RateDecision(True, limit, limit - len(window), math.ceil(window[0] + WINDOW_SECONDS))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._windows.clear()
+
+
+def bucket_for(method: str, path: str) -> str:
+    if method == "GET" or method == "HEAD":
+        return "read"
+    if method == "POST" and path.rstrip("/").endswith("/trigger"):
+        return "trigger"
+    return "write"
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+@dataclass
+class Table:
+    """One entity's records in one dataset, kept sorted by (updated_at, canonical_id)."""
+
+    entity: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stamps: list[str] = field(default_factory=list)
+
+    def resort(self) -> None:
+        self.records.sort(key=lambda r: (r["updated_at"], r["canonical_id"]))
+        self.stamps = [r["updated_at"] for r in self.records]
+
+    def page(self, since: str | None, cursor: str | None, inclusive: bool, limit: int) -> tuple[list[dict], str | None]:
+        start = bisect.bisect_left(self.stamps, since) if since else 0
+        if cursor:
+            at = bisect.bisect_left(self.stamps, cursor) if inclusive else bisect.bisect_right(self.stamps, cursor)
+            start = max(start, at)
+        page = self.records[start:start + limit]
+        more = start + limit < len(self.records)
+        return page, (page[-1]["updated_at"] if page and more else None)
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def tie_group_sizes(n: int, rng: random.Random, max_tie: int) -> list[int]:
+    """Split n records into groups sharing one updated_at: mostly singles, some small ties,
+    and (for n >= 300) a few bulk-import groups larger than the default page of 100."""
+    big = [rng.randint(101, max(101, min(max_tie, 300))) for _ in range(max(1, n // 2500))] if n >= 300 and max_tie > 100 else []
+    sizes: list[int] = []
+    remaining = n - sum(big)
+    while remaining > 0:
+        size = rng.randint(2, min(20, max_tie)) if rng.random() < 0.03 and max_tie >= 2 else 1
+        size = min(size, remaining)
+        sizes.append(size)
+        remaining -= size
+    for b in big:
+        sizes.insert(rng.randrange(len(sizes) + 1), b)
+    return sizes
+
+
+def timeline(n: int, rng: random.Random, max_tie: int) -> list[int]:
+    """n ascending millisecond stamps across the generated year, with tie groups."""
+    sizes = tie_group_sizes(n, rng, max_tie)
+    step = DATA_SPAN_MS / max(1, len(sizes))
+    stamps: list[int] = []
+    t = float(DATA_START_MS)
+    for size in sizes:
+        t += rng.uniform(1, 2 * step)
+        stamps.extend([int(t)] * size)
+    return stamps
+
+
+class Dataset:
+    """Everything one tenant sees in one environment."""
+
+    def __init__(self, tenant: str, env: str, seed: int, records_per_entity: int, max_tie: int):
+        self.tenant, self.env = tenant, env
+        self.lock = threading.RLock()
+        self.tables: dict[str, Table] = {}
+        self.ops: Any = None  # filled in by the ops model (apixx_emulator.ops) when present
+        rng = random.Random(f"{seed}/{tenant}/{env}")
+        refs: dict[str, list[str]] = {}
+        for entity in GENERATION_ORDER:
+            table = Table(entity)
+            for ms in timeline(records_per_entity, rng, max_tie):
+                record = make_record(entity, rng, refs, ms)
+                table.records.append(record)
+                table.by_id[record["canonical_id"]] = record
+            table.resort()
+            refs[entity] = list(table.by_id)
+            self.tables[entity] = table
+        self.rng = rng
+        self.refs = refs
+
+    def latest_ms(self) -> int:
+        return max((to_ms(t.stamps[-1]) for t in self.tables.values() if t.stamps), default=DATA_START_MS)
+
+    def churn(self, entity: str, updates: int, inserts: int, tie: bool, set_fields: dict | None) -> dict:
+        """Touch `updates` existing records and add `inserts` new ones, each with a fresh updated_at."""
+        with self.lock:
+            table = self.tables[entity]
+            ms = max(int(time.time() * 1000), self.latest_ms() + 1)
+            touched = self.rng.sample(list(table.by_id), min(updates, len(table.by_id)))
+            stamps = [ms if tie else ms + i for i in range(len(touched) + inserts)]
+            for cid, stamp in zip(touched, stamps):
+                record = table.by_id[cid]
+                record["updated_at"] = iso_ms(stamp)
+                record["last_source_update_at"] = iso_s(stamp)
+                if set_fields:
+                    record.update(set_fields)
+            inserted = []
+            for stamp in stamps[len(touched):]:
+                record = make_record(entity, self.rng, self.refs, stamp)
+                if set_fields:
+                    record.update(set_fields)
+                table.records.append(record)
+                table.by_id[record["canonical_id"]] = record
+                self.refs[entity].append(record["canonical_id"])
+                inserted.append(record["canonical_id"])
+            table.resort()
+            return {"entity": entity, "updated": touched, "inserted": inserted,
+                    "updated_at": [iso_ms(stamps[0]), iso_ms(stamps[-1])] if stamps else None}
+
+
+def make_record(entity: str, rng: random.Random, refs: dict[str, list[str]], ms: int) -> dict[str, Any]:
+    spec = ENTITIES[entity]
+    record: dict[str, Any] = {"canonical_id": _uuid(rng)}
+    for name, gen in spec.fields.items():
+        value = gen if isinstance(gen, str) else gen(rng, refs)
+        if value == TIMESTAMP:
+            value = iso_s(ms - rng.randint(0, 30 * 86400 * 1000))
+        elif value == DATE:
+            value = iso_s(ms + rng.randint(0, 90 * 86400 * 1000))[:10]
+        record[name] = value
+    if entity in DERIVED:
+        DERIVED[entity](record)
+    system = spec.source
+    record["external_ids"] = {system: f"{system[:3]}_{rng.randint(10**7, 10**8 - 1)}"}
+    if rng.random() < 0.3:
+        other = rng.choice(SOURCES)
+        record["external_ids"][other] = f"{other[:3]}_{rng.randint(10**7, 10**8 - 1)}"
+    record["last_source_update_at"] = iso_s(ms - rng.randint(0, 5000))
+    record["updated_at"] = iso_ms(ms)
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# The whole emulator
+
+@dataclass
+class Settings:
+    seed: int = 42
+    records_per_entity: int = 2000
+    cursor_mode: str = "exclusive"
+    max_tie_size: int = 1000
+    read_limit: int = 600
+    write_limit: int = 120
+    trigger_limit: int = 60
+    keys: list[dict[str, Any]] = field(default_factory=lambda: [dict(k) for k in DEFAULT_KEYS])
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Store:
+    """The emulator's state: datasets (made lazily, per tenant and environment), keys, limits,
+    faults and the request log. Routes only read and change this."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.keys = KeyRing(settings.keys)
+        self.limiter = RateLimiter({"read": settings.read_limit, "write": settings.write_limit,
+                                    "trigger": settings.trigger_limit})
+        self._datasets: dict[tuple[str, str], Dataset] = {}
+        self._lock = threading.Lock()
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_MAX)
+        self.counters: Counter[tuple[str, int, str]] = Counter()
+        from .faults import FaultInjector  # local: faults imports models' helpers
+        self.faults = FaultInjector()
+        self.extensions: dict[str, Any] = {}  # other models (ops, webhooks) hang their state here
+
+    def dataset(self, tenant: str, env: str) -> Dataset:
+        with self._lock:
+            ds = self._datasets.get((tenant, env))
+            if ds is None:
+                s = self.settings
+                ds = Dataset(tenant, env, s.seed, s.records_per_entity, s.max_tie_size)
+                self._datasets[(tenant, env)] = ds
+            return ds
+
+    def tenants(self) -> list[tuple[str, str]]:
+        return sorted({(k.tenant, k.env) for k in self.keys.by_id.values()})
+
+    def reset(self, seed: int | None, records_per_entity: int | None) -> None:
+        with self._lock:
+            if seed is not None:
+                self.settings.seed = seed
+            if records_per_entity is not None:
+                self.settings.records_per_entity = records_per_entity
+            self._datasets.clear()
+        self.limiter.clear()
+
+    def log_request(self, entry: dict[str, Any]) -> None:
+        self.request_log.append(entry)
+        self.counters[(entry["route"], entry["status"], entry["key_id"] or "-")] += 1

@@ -1,0 +1,104 @@
+"""Start and drive an emulator in a child process: for tests, the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import requests
+
+DEFAULT_KEY = "apx_live_acme_4f9c2e1a7b3d"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmulatorProcess:
+    """`with EmulatorProcess(records_per_entity=300) as emu:` serves on a free loopback port."""
+
+    def __init__(self, port: int | None = None, ready_timeout: float = 120.0, **flags: Any):
+        self.port = port or free_port()
+        self.flags = flags
+        self.ready_timeout = ready_timeout
+        self.proc: subprocess.Popen | None = None
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.data_url = self.base_url + "/api/public/data"
+        self.api_url = self.base_url + "/v1"
+        self.http = requests.Session()
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "apixx_emulator", "--port", str(self.port)]
+        for name, value in self.flags.items():
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                cmd += [f"--{name.replace('_', '-')}", str(item)]
+        return cmd
+
+    def start(self) -> EmulatorProcess:
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"emulator exited with {self.proc.returncode}: {self.proc.stderr.read().decode()}")
+            try:
+                if self.http.get(self.base_url + "/_emulator/health", timeout=2).ok:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"emulator did not answer on port {self.port} within {self.ready_timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
+
+    def __enter__(self) -> EmulatorProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- control plane -------------------------------------------------------------------
+    def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, self.base_url + path, timeout=120, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def ground_truth(self, entity: str, tenant: str = "acme", env: str = "live") -> list[dict]:
+        return self.control("GET", f"/_emulator/records/{entity}", params={"tenant": tenant, "env": env})["data"]
+
+    def churn(self, entity: str, updates: int = 0, inserts: int = 0, tie: bool = False, **extra: Any) -> dict:
+        body = {"entity": entity, "updates": updates, "inserts": inserts, "tie": tie, **extra}
+        return self.control("POST", "/_emulator/churn", json=body)
+
+    def faults(self, **config: Any) -> dict:
+        if not config:
+            return self.control("DELETE", "/_emulator/faults")
+        return self.control("POST", "/_emulator/faults", json=config)
+
+    def stats(self, limit: int = 100000) -> dict:
+        return self.control("GET", "/_emulator/stats", params={"limit": limit})
+
+    def clear_stats(self) -> None:
+        self.control("DELETE", "/_emulator/stats")
+
+    def get(self, path: str, key: str = DEFAULT_KEY, **kwargs: Any) -> requests.Response:
+        """A raw API call (path relative to the server root), for contract tests."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers.update(kwargs.pop("headers", {}))
+        return self.http.get(self.base_url + path, headers=headers, timeout=60, **kwargs)

@@ -1,0 +1,221 @@
+"""The ``apixx-webhooks`` command: serve a webhook receiver, list stored events, sign a body."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from tap_apixx.webhooks.server import DEFAULT_MAX_BODY, ReceiverConfig, WebhookServer
+from tap_apixx.webhooks.store import (
+    DEFAULT_DB_PATH,
+    EventStore,
+    StoredEvent,
+    StoreError,
+    parse_since,
+)
+from tap_apixx.webhooks.sync_runner import KNOWN_EVENTS, SyncTrigger
+from tap_apixx.webhooks.verify import sign
+
+log = logging.getLogger("apixx_webhooks")
+DEFAULT_SECRET_ENV = "APIXX_WEBHOOK_SECRET"
+TABLE_COLUMNS = ("received_at", "type", "delivery_id", "event_id")
+
+
+class CliError(Exception):
+    """A problem the user can fix, reported as one line without a traceback."""
+
+
+def _read_secret(env_name: str) -> str:
+    secret = os.environ.get(env_name, "")
+    if not secret.strip():
+        raise CliError(f"environment variable {env_name} (the webhook secret) is unset or empty")
+    return secret
+
+
+def _open_store(path: str, read_only: bool = False) -> EventStore:
+    try:
+        return EventStore(path, read_only=read_only)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _build_trigger(args: argparse.Namespace) -> SyncTrigger | None:
+    if bool(args.on) != bool(args.run):
+        raise CliError("--on and --run go together: --on EVENT [--on EVENT ...] --run COMMAND")
+    if not args.run:
+        return None
+    for event in sorted(set(args.on) - KNOWN_EVENTS - {"*"}):
+        log.warning("--on %s is not a documented APIXX event; it will only match if sent", event)
+    try:
+        return SyncTrigger(args.run, args.on, debounce_seconds=args.debounce_seconds)
+    except ValueError as exc:
+        raise CliError(f"--run {args.run!r}: {exc}") from None
+
+
+def _bind(host: str, port: int, config: ReceiverConfig) -> WebhookServer:
+    try:
+        return WebhookServer((host, port), config)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(f"port {port} on {host} is already in use") from None
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM shuts down like Ctrl-C: finish, close, exit 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    secret = _read_secret(args.secret_env)
+    trigger = _build_trigger(args)
+    store = _open_store(args.db)
+    config = ReceiverConfig(secret=secret, store=store, max_body=args.max_body, trigger=trigger)
+    try:
+        server = _bind(args.host, args.port, config)
+    except CliError:
+        store.close()
+        if trigger:
+            trigger.close()
+        raise
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    log.info("listening on %s (db %s, secret from $%s)", server.url, args.db, args.secret_env)
+    if trigger:
+        log.info("on %s: run %s", ", ".join(sorted(trigger.events)), " ".join(trigger.argv))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    finally:
+        server.server_close()
+        if trigger:
+            trigger.close()
+        store.close()
+    return 0
+
+
+def _event_json(event: StoredEvent) -> dict:
+    try:
+        body: object = json.loads(event.body)
+    except ValueError:
+        body = event.body.decode("utf-8", "replace")
+    return {
+        "delivery_id": event.delivery_id, "event_id": event.event_id, "type": event.type,
+        "created_at": event.created_at, "received_at": event.received_at, "body": body,
+    }
+
+
+def _print_table(events: list[StoredEvent]) -> None:
+    rows = [TABLE_COLUMNS] + [tuple(str(getattr(e, c)) for c in TABLE_COLUMNS) for e in events]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if not events:
+        print("(no matching events)")
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    store = _open_store(args.db, read_only=True)
+    try:
+        events = store.list_events(event_type=args.type, since=since, limit=args.limit)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps([_event_json(e) for e in events], indent=2))
+    else:
+        _print_table(events)
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    secret = _read_secret(args.secret_env)
+    try:
+        with open(args.file, "rb") if args.file != "-" else sys.stdin.buffer as handle:
+            body = handle.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    print(sign(secret, body, args.t))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="receive, verify and store webhook deliveries")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8787, help="0 picks a free port")
+    serve.add_argument("--secret-env", default=DEFAULT_SECRET_ENV,
+                       help="name of the environment variable holding the signing secret")
+    serve.add_argument("--db", default=DEFAULT_DB_PATH, help="SQLite file for stored events")
+    serve.add_argument("--max-body", type=_positive_int, default=DEFAULT_MAX_BODY)
+    serve.add_argument("--on", action="append", default=[], metavar="EVENT",
+                       help="event type that triggers --run (repeatable; '*' for any)")
+    serve.add_argument("--run", metavar="COMMAND", help="sync command, split like a shell")
+    serve.add_argument("--debounce-seconds", type=_non_negative_float, default=2.0)
+    serve.set_defaults(func=cmd_serve)
+
+
+def _add_events(sub: argparse._SubParsersAction) -> None:
+    events = sub.add_parser("events", help="list stored events")
+    events.add_argument("--db", default=DEFAULT_DB_PATH)
+    events.add_argument("--type", help="only this event type")
+    events.add_argument("--since", help="only events received at or after this ISO time")
+    events.add_argument("--limit", type=_positive_int, default=100,
+                        help="the most recent N (listed oldest first)")
+    events.add_argument("--format", choices=("table", "json"), default="table")
+    events.set_defaults(func=cmd_events)
+
+
+def _add_sign(sub: argparse._SubParsersAction) -> None:
+    signer = sub.add_parser("sign", help="print an X-Apixx-Signature header for a body")
+    signer.add_argument("file", nargs="?", default="-", help="body file (default: stdin)")
+    signer.add_argument("--secret-env", default=DEFAULT_SECRET_ENV)
+    signer.add_argument("--t", type=int, default=None, help="unix seconds (default: now)")
+    signer.set_defaults(func=cmd_sign)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="apixx-webhooks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_events(sub)
+    _add_sign(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"apixx-webhooks: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
