@@ -1,0 +1,98 @@
+"""RatePacer: one request budget per API key, fed by the X-RateLimit-* headers, thread-safe."""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing as t
+from collections import deque
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+WINDOW_SECONDS = 60.0  # the server's sliding window (reads: 600 per key per minute)
+LOW_WATER = 0.10  # start spreading requests when under this share of the limit remains
+MIN_LOW_WATER = 5  # ... or under this many requests, whichever is larger
+
+
+class RatePacer:
+    """Spaces requests so that a steady-state sync never meets a 429.
+
+    The server tells us, on every response, how many requests remain in its window and when
+    the oldest one leaves it. While plenty remain we go flat out; when few remain we spread
+    them evenly until the reset; at zero we wait for the reset. An optional client-side cap
+    (`max_per_minute`) keeps a sliding window of our own, so several jobs can share one key.
+    """
+
+    def __init__(
+        self,
+        max_per_minute: int | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.max_per_minute = max_per_minute
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._sent: deque[float] = deque()  # our own send times, for the client-side cap
+        self._remaining: int | None = None  # server's view, decremented as we send
+        self._limit: int | None = None
+        self._reset_at = 0.0
+        self._next_slot = 0.0  # earliest time the next request may go out
+        self.waited_seconds = 0.0
+
+    def acquire(self) -> float:
+        """Block until a request may be sent; return the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            at = max(now, self._next_slot, self._cap_slot(now), self._server_slot(now))
+            self._sent.append(at)
+            self._next_slot = at + self._spacing(at)
+            if self._remaining is not None:
+                self._remaining -= 1
+        wait = at - now
+        if wait > 0:
+            self.waited_seconds += wait
+            self._sleep(wait)
+        return max(wait, 0.0)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Learn the server's budget from a response's X-RateLimit-* headers."""
+        remaining = _int(headers.get("X-RateLimit-Remaining"))
+        reset = _int(headers.get("X-RateLimit-Reset"))
+        if remaining is None or reset is None:
+            return
+        with self._lock:
+            self._remaining, self._reset_at = remaining, float(reset)
+            self._limit = _int(headers.get("X-RateLimit-Limit")) or self._limit
+
+    def _cap_slot(self, now: float) -> float:
+        """Earliest send time allowed by our own sliding-window cap."""
+        sent = self._sent
+        while sent and sent[0] <= now - WINDOW_SECONDS:
+            sent.popleft()
+        if not self.max_per_minute or len(sent) < self.max_per_minute:
+            return now
+        return sent[len(sent) - self.max_per_minute] + WINDOW_SECONDS
+
+    def _server_slot(self, now: float) -> float:
+        """Earliest send time allowed by the server's remaining budget."""
+        if self._remaining is None or self._remaining > 0 or now >= self._reset_at:
+            return now
+        return self._reset_at
+
+    def _spacing(self, at: float) -> float:
+        """Gap to leave after a request sent at `at`: none while the budget is ample."""
+        if self._remaining is None or self._limit is None or at >= self._reset_at:
+            return 0.0
+        low_water = max(MIN_LOW_WATER, int(self._limit * LOW_WATER))
+        if self._remaining > low_water:
+            return 0.0
+        return (self._reset_at - at) / max(self._remaining, 1)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
