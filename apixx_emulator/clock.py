@@ -1,0 +1,45 @@
+"""Emulator time: the wall clock plus an offset that the control plane can advance."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from .models import iso_ms
+
+
+class EmulatorClock:
+    """`now()` is real time plus `offset`; advancing moves every later reading forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def now_ms(self) -> int:
+        return int(self.now() * 1000)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.offset += seconds
+
+    def reset(self) -> None:
+        with self._lock:
+            self.offset = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        now = self.now()
+        return {"now": iso_ms(int(now * 1000)), "unix": round(now, 3), "offset_seconds": self.offset}
+
+
+def clock_of(store: Any) -> EmulatorClock:
+    """The store's one clock, made on first use (ops and webhooks share it)."""
+    return store.extensions.setdefault("clock", EmulatorClock())
+
+
+def hooks(store: Any, name: str) -> list:
+    """A list of callbacks in `store.extensions` (e.g. `on_reset`, `on_time_advanced`, `event_sinks`)."""
+    return store.extensions.setdefault(name, [])
