@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-again soak bench lint catalog clean
+.PHONY: install plugins test demo soak bench lint catalog clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
@@ -14,10 +14,19 @@ $(STAMP): pyproject.toml
 	@$(PIP) install -q -e ".[dev]" || { echo "error: installing tap-apixx and its test tools failed (see pip's message above)"; exit 1; }
 	@touch $(STAMP)
 
+PLUGINS := .meltano/.plugins-installed
+
+$(PLUGINS): meltano.yml $(STAMP)
+	@mkdir -p output
+	@$(VENV)/bin/meltano install > .meltano-install.log 2>&1 || { tail -30 .meltano-install.log; echo "error: 'meltano install' could not install the plugins of meltano.yml (log above, full log in .meltano-install.log)"; exit 1; }
+	@touch $(PLUGINS)
+
 install: $(STAMP)
 
-test: install
-	$(PY) scripts/run_tests.py
+plugins: $(PLUGINS)
+
+test: install plugins
+	$(PY) -m pytest
 
 soak: install
 	$(PY) -m pytest -m soak -p no:cacheprovider
@@ -25,11 +34,8 @@ soak: install
 bench: install
 	$(PY) scripts/bench.py
 
-demo: install
+demo: install plugins
 	$(PY) scripts/demo.py
-
-demo-again: install
-	$(PY) scripts/demo.py --again
 
 lint: install
 	$(VENV)/bin/ruff check tap_apixx apixx_emulator tests scripts
@@ -38,4 +44,4 @@ catalog: install
 	$(VENV)/bin/tap-apixx --config catalog/discover-config.json --discover > catalog/catalog.json
 
 clean:
-	rm -rf $(VENV) .meltano output .pytest_cache
+	rm -rf $(VENV) .meltano .pytest_cache output/*.duckdb output/jsonl .meltano-install.log

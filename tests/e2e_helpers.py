@@ -1,0 +1,166 @@
+"""Helpers for end-to-end tests that go through `meltano run`, isolated from the user's own state."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from apixx_emulator.entities import ENTITY_NAMES
+from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+MELTANO = ROOT / ".venv" / "bin" / "meltano"
+CANONICAL = list(ENTITY_NAMES)
+OPS_STREAMS = ("flows", "runs", "connectors")
+
+
+def meltano_available() -> str | None:
+    """None when `meltano run` can work here, else why not."""
+    if not MELTANO.exists():
+        return f"{MELTANO} is missing: run `make test` (it installs Meltano and the plugins)"
+    if not (ROOT / ".meltano").is_dir():
+        return "the Meltano plugins are not installed: run `make plugins`"
+    return None
+
+
+class MeltanoProject:
+    """Runs meltano in the repository with its own system database, warehouse files and tap URLs."""
+
+    def __init__(self, workdir: Path, emulator: EmulatorProcess, api_key: str = DEFAULT_KEY):
+        self.workdir = workdir
+        self.emulator = emulator
+        self.env = dict(os.environ)
+        self.env.update({
+            "MELTANO_DATABASE_URI": f"sqlite:///{workdir / 'meltano.db'}",
+            "MELTANO_ENVIRONMENT": "emulator",
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "TAP_APIXX_API_KEY": api_key,
+            "TAP_APIXX_DATA_URL": emulator.data_url,
+            "TAP_APIXX_API_URL": emulator.api_url,
+            "TAP_APIXX_LOOKBACK_MINUTES": "0",
+            "TARGET_DUCKDB_FILEPATH": str(workdir / "warehouse.duckdb"),
+            "TARGET_JSONL_DESTINATION_PATH": str(workdir / "jsonl"),
+        })
+        (workdir / "jsonl").mkdir(exist_ok=True)
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        started = time.perf_counter()
+        proc = subprocess.run([str(MELTANO), *args], cwd=ROOT, env=self.env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        proc.seconds = time.perf_counter() - started  # type: ignore[attr-defined]
+        if check and proc.returncode != 0:
+            raise AssertionError(f"meltano {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-6000:]}")
+        return proc
+
+    def state(self, state_id: str) -> dict[str, Any]:
+        out = self.run("state", "get", state_id).stdout
+        start = out.index("{")
+        return json.loads(out[start:out.rindex("}") + 1])
+
+
+def latest_by_id(records: list[dict]) -> dict[str, dict]:
+    return {r["canonical_id"]: r for r in records}
+
+
+def normalise(value: Any) -> Any:
+    """Bring a warehouse value and an API value to one comparable form."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items()}
+    if isinstance(value, str):
+        parsed = parse_json_or_time(value)
+        return parsed if parsed is not None else value
+    return value
+
+
+def parse_json_or_time(text: str) -> Any:
+    if text[:1] in "{[":
+        try:
+            return normalise(json.loads(text))
+        except ValueError:
+            return None
+    if len(text) >= 19 and text[4] == "-" and text[10] == "T":
+        try:
+            return normalise(datetime.fromisoformat(text.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
+
+
+def compare_record(api: dict, row: dict) -> list[str]:
+    """Field-by-field differences between an API record and a warehouse row (metadata columns aside)."""
+    problems = []
+    for field, expected in api.items():
+        if field not in row:
+            problems.append(f"{field}: missing column")
+        elif normalise(row[field]) != normalise(expected):
+            problems.append(f"{field}: warehouse {row[field]!r} != API {expected!r}")
+    return problems
+
+
+def postgres_binaries() -> Path | None:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
+            return candidate
+    found = shutil.which("initdb")
+    return Path(found).parent if found and shutil.which("pg_ctl") else None
+
+
+class PostgresCluster:
+    """A throwaway trust-auth PostgreSQL cluster on a free loopback port (root runs it as `postgres`)."""
+
+    def __init__(self, bindir: Path, workdir: Path, port: int):
+        self.bindir, self.port = bindir, port
+        self.datadir = workdir / "pgdata"
+        self.sockdir = workdir / "pgsock"
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _run(self, *args: str) -> None:
+        proc = subprocess.run([*self.as_postgres, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {proc.stdout[-2000:]}")
+
+    def start(self) -> PostgresCluster:
+        for folder in (self.datadir, self.sockdir):
+            folder.mkdir(parents=True)
+            if self.as_postgres:
+                shutil.chown(folder, "postgres", "postgres")
+        if self.as_postgres:  # runuser needs to reach the folders through their parents
+            for parent in self.datadir.parents:
+                if str(parent).startswith(("/tmp", "/var/tmp")) and parent != Path("/tmp"):
+                    os.chmod(parent, 0o755)
+        self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+        options = f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options, "-w", "-t", "60",
+                  "-l", str(self.sockdir / "server.log"), "start")
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop")
+        except RuntimeError:
+            pass
+
+    @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
