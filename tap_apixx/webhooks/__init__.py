@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from tap_apixx.webhooks.verify import (
+    MalformedSignatureHeader,
     SignatureError,
+    SignatureMismatch,
+    TimestampInFuture,
+    TimestampTooOld,
     compute_signature,
     parse_signature_header,
     sign,
     verify,
 )
 
-__all__ = ["SignatureError", "compute_signature", "parse_signature_header", "sign", "verify"]
+__all__ = [
+    "MalformedSignatureHeader",
+    "SignatureError",
+    "SignatureMismatch",
+    "TimestampInFuture",
+    "TimestampTooOld",
+    "compute_signature",
+    "parse_signature_header",
+    "sign",
+    "verify",
+]

@@ -114,7 +114,7 @@ def _print_table(events: list[StoredEvent]) -> None:
     rows = [TABLE_COLUMNS] + [tuple(str(getattr(e, c)) for c in TABLE_COLUMNS) for e in events]
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     if not events:
         print("(no matching events)")
 

@@ -186,7 +186,7 @@ class WebhookServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @contextmanager
@@ -195,7 +195,10 @@ def serve_in_background(
 ) -> Iterator[WebhookServer]:
     """Run a receiver on a thread (port 0: a free port) for tests and end-to-end checks."""
     server = WebhookServer((host, port), config)
-    thread = threading.Thread(target=server.serve_forever, name="webhooks-http", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="webhooks-http",
+        daemon=True,
+    )  # a short poll keeps shutdown quick for tests
     thread.start()
     try:
         yield server
