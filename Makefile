@@ -11,13 +11,15 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "error: could not create $(VENV) (is python3-venv installed?)"; exit 1; }
 	@$(PIP) install -q --upgrade pip >/dev/null 2>&1 || true
-	@$(PIP) install -q -e ".[dev]" || { echo "error: installing tap-apixx and its test tools failed (see pip's message above)"; exit 1; }
+	@echo "Installing tap-apixx and its development tools into $(VENV) ..."
+	@$(PIP) install -e ".[dev]" > .pip-install.log 2>&1 || { tail -30 .pip-install.log; echo "error: installing tap-apixx and its test tools failed (log above, full log in .pip-install.log)"; exit 1; }
 	@touch $(STAMP)
 
 PLUGINS := .meltano/.plugins-installed
 
 $(PLUGINS): meltano.yml $(STAMP)
 	@mkdir -p output
+	@echo "Installing the Meltano plugins of meltano.yml ..."
 	@$(VENV)/bin/meltano install > .meltano-install.log 2>&1 || { tail -30 .meltano-install.log; echo "error: 'meltano install' could not install the plugins of meltano.yml (log above, full log in .meltano-install.log)"; exit 1; }
 	@touch $(PLUGINS)
 
