@@ -44,7 +44,7 @@ class SeenAt:
         return {"updated_at": self.ts, "ids": sorted(self.ids)[:MAX_BOOKMARK_IDS]}
 
     @classmethod
-    def from_state(cls, value: t.Any) -> SeenAt:  # noqa: ANN401
+    def from_state(cls, value: t.Any) -> SeenAt:
         if not isinstance(value, dict) or not value.get("updated_at"):
             return cls()
         return cls(value["updated_at"], set(value.get("ids") or ()))

@@ -158,7 +158,7 @@ def config_problems(config: t.Mapping[str, t.Any]) -> list[str]:
     return problems
 
 
-def _parses(value: t.Any) -> bool:  # noqa: ANN401
+def _parses(value: t.Any) -> bool:
     try:
         datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
     except ValueError:
@@ -166,7 +166,7 @@ def _parses(value: t.Any) -> bool:  # noqa: ANN401
     return True
 
 
-def _url_problem(url: t.Any) -> str | None:  # noqa: ANN401
+def _url_problem(url: t.Any) -> str | None:
     parsed = urlparse(str(url))
     if parsed.scheme not in {"http", "https"} or not parsed.hostname:
         return f"{url!r} is not an http(s) URL"
@@ -184,22 +184,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _is_int(value: t.Any) -> bool:  # noqa: ANN401
+def _is_int(value: t.Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _redact(text: str, key: t.Any) -> str:  # noqa: ANN401
+def _redact(text: str, key: t.Any) -> str:
     return text.replace(key, "[redacted]") if isinstance(key, str) and key else text
 
 
 class ApixxCommand(SingerCommand):
     """The SDK's command, but a known failure ends as one `tap-apixx: error: ...` line."""
 
-    def invoke(self, ctx: click.Context) -> t.Any:  # noqa: ANN401
+    def invoke(self, ctx: click.Context) -> t.Any:
         sys.excepthook = self.excepthook
         return click.Command.invoke(self, ctx)  # skip SingerCommand's multi-line config report
 
-    def main(self, *args: t.Any, **kwargs: t.Any) -> t.Any:  # noqa: ANN401
+    def main(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         try:
             return super().main(*args, **kwargs)
         except ConfigValidationError as exc:

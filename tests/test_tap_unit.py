@@ -1,0 +1,300 @@
+"""Unit tests of the tap without HTTP: settings, paging, pacing, error policy, state, catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+from singer_sdk.exceptions import ConfigValidationError
+
+from tap_apixx.client import Action, action_for
+from tap_apixx.errors import OutOfOrderError, TieGroupTooLargeError
+from tap_apixx.pacing import RatePacer
+from tap_apixx.pagination import MAX_PAGE_SIZE, Page, PageRequest, SeenAt, TieSafePaginator
+from tap_apixx.streams import CANONICAL_ENTITIES
+from tap_apixx.tap import TapApixx
+
+KEY = "apx_test_acme_8d2b6f0c4e1a"
+CONFIG = {"api_key": KEY, "data_url": "http://127.0.0.1:9/api/public/data"}
+CATALOG = Path(__file__).resolve().parents[1] / "catalog" / "catalog.json"
+
+
+def rec(ts: str, cid: str) -> dict:
+    return {"canonical_id": cid, "updated_at": ts}
+
+
+def page(*records: dict, cursor: str | None = "c", rid: str = "req_1") -> Page:
+    return Page(list(records), cursor, rid)
+
+
+def drain(paginator: TieSafePaginator, pages: list[Page]) -> tuple[list[str], list[PageRequest]]:
+    """Feed pages to the paginator; return the ids it emits and the requests it made."""
+    emitted, asked = [], []
+    for p in pages:
+        asked.append(paginator.current_value)
+        emitted += [r["canonical_id"] for r in paginator.take(p)]
+        paginator.advance(p)  # type: ignore[arg-type]
+        if paginator.finished:
+            break
+    return emitted, asked
+
+
+# Settings
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"api_key": "sk_live_123"}, "api_key: does not start with a known prefix"),
+        ({"start_date": "last tuesday"}, "start_date: 'last tuesday' is not an RFC 3339"),
+        ({"data_url": "http://api.example.com/data"}, "data_url: 'http://api.example.com/data' is"),
+        ({"api_url": "ftp://127.0.0.1/v1"}, "api_url: 'ftp://127.0.0.1/v1' is not an http(s)"),
+        ({"page_size": 0}, "page_size: 0 is not an integer in 1..1000"),
+        ({"page_size": 1001}, "page_size: 1001 is not an integer in 1..1000"),
+        ({"lookback_minutes": -1}, "lookback_minutes: -1 is not an integer in 0..10080"),
+        ({"max_requests_per_minute": 0}, "max_requests_per_minute: 0 is not an integer"),
+        ({"request_timeout": 0}, "request_timeout: 0 is not an integer in 1..3600"),
+    ],
+)
+def test_bad_setting_fails_with_one_clear_line(override: dict, expected: str) -> None:
+    with pytest.raises(ConfigValidationError) as info:
+        TapApixx(config={**CONFIG, **override})
+    errors = info.value.errors
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(expected), errors
+
+
+def test_good_settings_pass_and_loopback_http_is_allowed() -> None:
+    for url in ("http://127.0.0.1:8765/x", "http://localhost/x", "http://[::1]:1/x", "https://a.b/x"):
+        tap = TapApixx(config={**CONFIG, "data_url": url, "start_date": "2025-01-01T00:00:00Z"})
+        assert tap.config["data_url"] == url
+
+
+def test_key_never_in_config_errors() -> None:
+    with pytest.raises(ConfigValidationError) as info:
+        TapApixx(config={**CONFIG, "api_key": "bogus_secret_value", "page_size": "x"})
+    assert all("bogus_secret_value" not in e for e in info.value.errors)
+
+
+def test_defaults() -> None:
+    tap = TapApixx(config=CONFIG)
+    stream = tap.streams["order"]
+    assert tap.config["page_size"] == MAX_PAGE_SIZE
+    assert tap.config["lookback_minutes"] == 5
+    assert stream.user_agent.startswith("tap-apixx/")
+    assert stream.get_url(None) == CONFIG["data_url"] + "/order"
+
+
+# Streams and catalog
+
+
+def test_one_stream_per_entity_with_keys() -> None:
+    tap = TapApixx(config=CONFIG)
+    assert set(tap.streams) == set(CANONICAL_ENTITIES)
+    assert len(CANONICAL_ENTITIES) == 15
+    for stream in tap.streams.values():
+        assert stream.primary_keys == ("canonical_id",)
+        assert stream.replication_key == "updated_at"
+        props = stream.schema["properties"]
+        assert props["updated_at"] == {**props["updated_at"], "format": "date-time"}
+        assert props["external_ids"]["additionalProperties"]
+        assert all("integer" in props[p]["type"] for p in props if p.endswith("_cents"))
+
+
+def test_catalog_file_matches_discovery() -> None:
+    """catalog/catalog.json is `tap-apixx --discover`; regenerate it when this fails."""
+    tap = TapApixx(config={}, validate_config=False, setup_mapper=False)
+    assert json.loads(CATALOG.read_text()) == json.loads(tap.catalog_json_text)
+
+
+def test_fields_pushdown_only_when_something_is_deselected() -> None:
+    catalog = json.loads(CATALOG.read_text())
+    tap = TapApixx(config=CONFIG, catalog=catalog)
+    assert tap.streams["order"].fields_param is None
+    for entry in catalog["streams"]:
+        for md in entry["metadata"]:
+            if entry["tap_stream_id"] == "order" and md["breadcrumb"] in (
+                ["properties", "status"],
+                ["properties", "canonical_id"],
+            ):
+                md["metadata"]["selected"] = False
+    fields = TapApixx(config=CONFIG, catalog=catalog).streams["order"].fields_param.split(",")
+    assert "status" not in fields
+    assert fields[:2] == ["canonical_id", "updated_at"]
+    assert "total_cents" in fields
+
+
+def test_start_point_is_later_of_start_date_and_bookmark_minus_lookback() -> None:
+    state = {"bookmarks": {"order": {"replication_key": "updated_at",
+                                     "replication_key_value": "2026-01-01T00:10:00.000Z",
+                                     "seen_at_bookmark": {"updated_at": "2026-01-01T00:10:00.000Z",
+                                                          "ids": ["a"]}}}}
+    cases = [(None, "2026-01-01T00:05:00.000Z"),
+             ("2025-06-01T00:00:00Z", "2026-01-01T00:05:00.000Z"),
+             ("2026-01-01T00:07:30Z", "2026-01-01T00:07:30.000Z")]
+    for start_date, expected in cases:
+        config = {**CONFIG, **({"start_date": start_date} if start_date else {})}
+        paginator = TapApixx(config=config, state=state).streams["order"].get_new_paginator()
+        assert paginator.current_value.since == expected
+        assert paginator.resume.holds("2026-01-01T00:10:00.000Z", "a")
+    fresh = TapApixx(config={**CONFIG, "page_size": 7}).streams["order"].get_new_paginator()
+    assert fresh.current_value == PageRequest(None, 7)
+
+
+# Paging
+
+
+def test_tie_group_straddling_pages_is_read_whole_once() -> None:
+    p = TieSafePaginator("order", 3)
+    emitted, asked = drain(p, [
+        page(rec("t1", "a"), rec("t2", "b"), rec("t2", "c")),
+        page(rec("t2", "b"), rec("t2", "c"), rec("t2", "d")),  # full and one instant: widen
+        page(rec("t2", "b"), rec("t2", "c"), rec("t2", "d"), rec("t2", "e"), rec("t3", "f")),
+        page(rec("t3", "f"), rec("t4", "g"), cursor=None),
+    ])
+    assert emitted == ["a", "b", "c", "d", "e", "f", "g"]
+    assert asked == [PageRequest(None, 3), PageRequest("t2", 3), PageRequest("t2", MAX_PAGE_SIZE),
+                     PageRequest("t3", 3)]
+    assert p.finished
+
+
+def test_stops_on_null_cursor_and_on_short_page_without_progress() -> None:
+    p = TieSafePaginator("order", 2)
+    drain(p, [page(rec("t1", "a"), cursor=None)])
+    assert p.finished
+    p = TieSafePaginator("order", 5, since="t1")
+    emitted, _ = drain(p, [page(rec("t1", "a"), rec("t2", "b")), page(rec("t2", "b"))])
+    assert emitted == ["a", "b"]
+    assert p.finished
+
+
+def test_tie_group_larger_than_max_page_is_fatal_with_context() -> None:
+    same = [rec("2026-01-01T00:00:00.000Z", str(i)) for i in range(MAX_PAGE_SIZE)]
+    p = TieSafePaginator("invoice", 10)
+    p.take(page(*same[:10]))
+    p.advance(page(*same[:10]))
+    assert p.current_value.limit == MAX_PAGE_SIZE
+    p.take(page(*same, rid="req_big"))
+    with pytest.raises(TieGroupTooLargeError) as info:
+        p.advance(page(*same, rid="req_big"))
+    text = str(info.value)
+    assert "invoice" in text
+    assert "2026-01-01T00:00:00.000Z" in text
+    assert "req_big" in text
+
+
+def test_resume_skips_ids_already_emitted_at_bookmark_only() -> None:
+    p = TieSafePaginator("order", 10, since="t0", resume=SeenAt("t1", {"a", "b"}))
+    emitted, _ = drain(p, [page(rec("t0", "a"), rec("t1", "a"), rec("t1", "b"), rec("t1", "c"),
+                                cursor=None)])
+    assert emitted == ["a", "c"]  # "a" at t0 is another version: only t1's copy is skipped
+    assert p.boundary == SeenAt("t1", {"a", "b", "c"})
+
+
+def test_out_of_order_records_are_an_error() -> None:
+    p = TieSafePaginator("order", 10)
+    with pytest.raises(OutOfOrderError, match="req_x"):
+        p.take(page(rec("t2", "a"), rec("t1", "b"), rid="req_x"))
+
+
+def test_seen_state_round_trip_is_bounded() -> None:
+    seen = SeenAt("t", {str(i) for i in range(5000)})
+    state = seen.to_state()
+    assert len(state["ids"]) == 2 * MAX_PAGE_SIZE
+    assert SeenAt.from_state(state).ts == "t"
+    assert SeenAt.from_state(None) == SeenAt()
+
+
+# Error policy
+
+
+def test_error_policy_table() -> None:
+    assert action_for(200) is Action.OK
+    for status in (400, 401, 403, 404, 409, 422, 302):
+        assert action_for(status) is Action.FATAL
+    for status in (500, 502, 503, 504, 599):
+        assert action_for(status) is Action.RETRY
+    assert action_for(429) is Action.THROTTLE
+
+
+def _response(status: int, body: bytes, headers: dict | None = None) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = body
+    response.headers.update(headers or {})
+    response.url = "http://127.0.0.1/api/public/data/order"
+    return response
+
+
+def test_fatal_messages_name_status_code_request_id_and_hint() -> None:
+    stream = TapApixx(config=CONFIG).streams["order"]
+    body = b'{"error": {"code": "forbidden", "message": "lacks data:read", "request_id": "req_9"}}'
+    error = stream._fatal_error(_response(403, body))
+    assert str(error).startswith("order: HTTP 403 forbidden: lacks data:read (request_id=req_9)")
+    assert "'data:read' scope" in str(error)
+    body = f'{{"error": {{"code": "unauthorized", "message": "bad {KEY}"}}}}'.encode()
+    error = stream._fatal_error(_response(401, body, {"X-Request-Id": "req_h"}))
+    assert KEY not in str(error)
+    assert "request_id=req_h" in str(error)
+    assert "Check api_key" in str(error)
+
+
+def test_html_and_truncated_bodies_are_transient() -> None:
+    from singer_sdk.exceptions import RetriableAPIError
+
+    stream = TapApixx(config=CONFIG).streams["order"]
+    with pytest.raises(RetriableAPIError, match="non-JSON error body"):
+        stream.validate_response(_response(502, b"<html>Bad Gateway</html>", {"Content-Type": "text/html"}))
+    with pytest.raises(RetriableAPIError, match="unparseable JSON"):
+        stream.validate_response(_response(200, b'{"entity": "order", "da'))
+
+
+# Pacing
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_pacer_goes_flat_out_while_budget_is_ample() -> None:
+    clock = FakeClock()
+    pacer = RatePacer(clock=clock, sleep=clock.sleep)
+    pacer.observe({"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "500",
+                   "X-RateLimit-Reset": "1060"})
+    assert sum(pacer.acquire() for _ in range(100)) == 0
+
+
+def test_pacer_spreads_the_last_requests_until_reset_and_never_overspends() -> None:
+    clock = FakeClock()
+    pacer = RatePacer(clock=clock, sleep=clock.sleep)
+    pacer.observe({"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "4",
+                   "X-RateLimit-Reset": "1040"})
+    sent = [clock.now + pacer.acquire() for _ in range(5)]
+    assert sent[3] < 1040
+    assert sent[1] - sent[0] >= 9
+    assert sent[4] >= 1040
+
+
+def test_pacer_client_side_cap_is_a_sliding_window() -> None:
+    clock = FakeClock()
+    pacer = RatePacer(max_per_minute=3, clock=clock, sleep=clock.sleep)
+    sent = [clock.now + pacer.acquire() for _ in range(7)]
+    assert sent[:3] == [1000.0] * 3
+    assert sent[3] == sent[0] + 60
+    assert sent[6] == sent[3] + 60
+
+
+def test_one_pacer_per_tap_shared_by_its_streams() -> None:
+    tap = TapApixx(config={**CONFIG, "max_requests_per_minute": 42})
+    pacers = {id(s.pacer) for s in tap.streams.values()}
+    assert len(pacers) == 1
+    assert tap.pacer.max_per_minute == 42
