@@ -245,7 +245,7 @@ class OpsState:
             raise ApiError(409, "conflict", f"Flow '{flow_id}' is paused; resume it before a run can be {what}.")
         started = now_ms // 1000 * 1000
         run = Run(new_id(self.rng, "run_"), flow.id, trigger, retry_of, started,
-                  self.rng.randint(*QUEUE_MS), self._next_outcome(flow, started))
+                  self.rng.randint(*QUEUE_MS), self._next_outcome(flow, now_ms))
         self._add(run)
         self.live.append(run)
         return run
