@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install plugins test demo soak bench lint catalog clean
+.PHONY: install plugins test demo soak bench bench-emulator lint catalog clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
@@ -32,6 +32,9 @@ test: install plugins
 
 soak: install
 	$(PY) -m pytest -m soak -p no:cacheprovider
+
+bench-emulator: install
+	$(PY) scripts/bench_emulator.py
 
 bench: install
 	$(PY) scripts/bench.py
