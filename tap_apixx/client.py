@@ -223,9 +223,8 @@ class ApixxStream(RESTStream[t.Any]):
     def _wait_transient(self, exc: Exception, failures: int) -> None:
         detail = self.redact(str(exc) or type(exc).__name__)
         if failures >= self.backoff_max_tries():
-            msg = f"giving up after {failures} attempts; last error: {detail}"
-            if not detail.startswith(f"{self.name}:"):
-                msg = f"{self.name}: {msg}"
+            prefix = "" if detail.startswith(f"{self.name}:") else f"{self.name}: "
+            msg = " ".join(f"{prefix}{detail}; gave up after {failures} attempts".split())
             raise ApiRequestError(msg) from None
         self.counts["retries"] += 1
         wait = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** (failures - 1))
