@@ -9,10 +9,12 @@ from typing import Any
 from fastapi import FastAPI
 
 from .clock import clock_of, hooks
-from .models import KeyRing, Store
+from .entities import ENTITIES
+from .models import Dataset, KeyRing, Store
 from .ops_models import OpsState
 from .ops_routes import build_api, build_control
 
+LANDED_PER_RUN = 20  # canonical records a finished triggered run updates, and as many it inserts (at most)
 TICK_SECONDS = 0.5  # how often runs in progress are checked for events, in real time
 log = logging.getLogger("apixx_emulator.ops")
 
@@ -30,9 +32,21 @@ class OpsRegistry:
         dataset = self.store.dataset(tenant, env)
         with self.lock:
             if dataset.ops is None:
-                dataset.ops = OpsState(self.store.settings.seed, tenant, env, self.clock.now_ms(), self.emit)
+                dataset.ops = OpsState(self.store.settings.seed, tenant, env, self.clock.now_ms(),
+                                       self.emitter(dataset))
             self.states[(tenant, env)] = dataset.ops
             return dataset.ops
+
+    def emitter(self, dataset: Dataset):
+        """Events of one tenant: a triggered run that finishes also lands records in its data,
+        as a real flow does, so that event-driven syncs have something new to load."""
+
+        def emit(event_type: str, data: dict[str, Any], at_ms: int) -> None:
+            if event_type in ("run.succeeded", "run.partial"):
+                land(dataset, data)
+            self.emit(event_type, data, at_ms)
+
+        return emit
 
     def emit(self, event_type: str, data: dict[str, Any], at_ms: int) -> None:
         for sink in list(hooks(self.store, "event_sinks")):
@@ -58,6 +72,14 @@ class OpsRegistry:
                 self.tick_all()
             except Exception:  # a failed tick must not stop later ones
                 log.exception("ops tick failed")
+
+
+def land(dataset: Dataset, run: dict[str, Any]) -> None:
+    flow = dataset.ops.flows.get(run.get("flow_id")) if dataset.ops else None
+    if flow is None or flow.entity not in ENTITIES:
+        return
+    count = min(LANDED_PER_RUN, max(1, int(run.get("records_processed") or 0) - int(run.get("records_failed") or 0)))
+    dataset.churn(flow.entity, updates=count, inserts=count, tie=False, set_fields=None)
 
 
 def install(app: FastAPI, store: Store) -> None:
