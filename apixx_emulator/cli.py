@@ -13,9 +13,14 @@ from .models import DEFAULT_KEYS, Settings
 EPILOG = """built-in keys (used when --keys-file is not given):
 """ + "\n".join(f"  {k['key']:<32} tenant={k['tenant']:<7} scopes={' '.join(k['scopes'])}" for k in DEFAULT_KEYS) + """
 
-control plane (no key, loopback only): POST /_emulator/reset, POST /_emulator/churn,
-POST|GET|DELETE /_emulator/faults, GET /_emulator/records/{entity}?tenant=&env=,
-GET|DELETE /_emulator/stats, POST /_emulator/limits, GET /_emulator/health.
+control plane (no key, loopback only; see the README):
+  data:     POST /_emulator/reset, POST /_emulator/churn, GET /_emulator/records/{entity}?tenant=&env=
+  faults:   POST|GET|DELETE /_emulator/faults, POST /_emulator/limits
+  requests: GET|DELETE /_emulator/stats, GET /_emulator/health
+  ops:      GET /_emulator/time, POST /_emulator/time/advance, GET /_emulator/ops/{flows|runs|connectors},
+            POST /_emulator/ops/connectors/{id}/degrade|restore, POST /_emulator/ops/next-run
+  webhooks: POST|GET /_emulator/webhooks, DELETE /_emulator/webhooks/{id},
+            GET /_emulator/webhooks/deliveries, POST /_emulator/webhooks/flush, POST /_emulator/webhooks/test
 """
 
 
@@ -42,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--read-limit", type=positive, default=600, help="GET requests per key per minute (default: 600)")
     p.add_argument("--write-limit", type=positive, default=120, help="POST/PATCH/DELETE per key per minute (default: 120)")
     p.add_argument("--trigger-limit", type=positive, default=60, help="POST /flows/{id}/trigger per key per minute (default: 60)")
+    p.add_argument("--rate-window-seconds", type=float, default=60.0,
+                   help="length of the sliding rate-limit window (default: 60, as documented; shorter for quick tests)")
     p.add_argument("--webhook", action="append", default=[], metavar="URL=SECRET",
                    help="subscribe URL to every event, signing with SECRET (repeatable)")
     p.add_argument("--preload", action="append", default=None, metavar="TENANT/ENV",
@@ -64,7 +71,7 @@ def load_keys(path: str) -> list[dict]:
 def settings_from(args: argparse.Namespace) -> Settings:
     settings = Settings(seed=args.seed, records_per_entity=args.records_per_entity, cursor_mode=args.cursor_mode,
                         max_tie_size=args.max_tie_size, read_limit=args.read_limit, write_limit=args.write_limit,
-                        trigger_limit=args.trigger_limit)
+                        trigger_limit=args.trigger_limit, rate_window_seconds=args.rate_window_seconds)
     if args.keys_file:
         settings.keys = load_keys(args.keys_file)
     for spec in args.webhook:

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from .data_api import check_entity, json_response
 from .errors import ApiError
 from .faults import FaultConfig
-from .models import Store
+from .models import Store, parse_ts
 
 
 def dataset_of(store: Store, tenant: str, env: str):
@@ -46,8 +46,14 @@ def build(store: Store) -> APIRouter:
         updates, inserts = body.get("updates", 0), body.get("inserts", 0)
         if not all(isinstance(v, int) and v >= 0 for v in (updates, inserts)):
             raise ApiError(422, "validation_error", "'updates' and 'inserts' must be non-negative integers.")
+        at = body.get("at")
+        if at is not None:
+            try:
+                at = parse_ts(at)
+            except (TypeError, ValueError):
+                raise ApiError(422, "validation_error", "'at' must be an RFC 3339 timestamp.") from None
         dataset = dataset_of(store, body.get("tenant", "acme"), body.get("env", "live"))
-        result = dataset.churn(entity, updates, inserts, bool(body.get("tie", False)), body.get("set"))
+        result = dataset.churn(entity, updates, inserts, bool(body.get("tie", False)), body.get("set"), at)
         return json_response(result)
 
     @router.post("/faults")

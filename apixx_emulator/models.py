@@ -122,8 +122,9 @@ class RateDecision:
 class RateLimiter:
     """Sliding 60-second windows per (key, bucket)."""
 
-    def __init__(self, limits: dict[str, int]):
+    def __init__(self, limits: dict[str, int], window: float = WINDOW_SECONDS):
         self.limits = dict(limits)
+        self.window = window
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -132,13 +133,13 @@ class RateLimiter:
         limit = self.limits[bucket]
         with self._lock:
             window = self._windows.setdefault((key_id, bucket), deque())
-            while window and window[0] <= now - WINDOW_SECONDS:
+            while window and window[0] <= now - self.window:
                 window.popleft()
             if len(window) >= limit:
-                reset = window[0] + WINDOW_SECONDS
+                reset = window[0] + self.window
                 return RateDecision(False, limit, 0, math.ceil(reset), max(1, math.ceil(reset - now)))
             window.append(now)
-            return RateDecision(True, limit, limit - len(window), math.ceil(window[0] + WINDOW_SECONDS))
+            return RateDecision(True, limit, limit - len(window), math.ceil(window[0] + self.window))
 
     def clear(self) -> None:
         with self._lock:
@@ -236,11 +237,13 @@ class Dataset:
     def latest_ms(self) -> int:
         return max((to_ms(t.stamps[-1]) for t in self.tables.values() if t.stamps), default=DATA_START_MS)
 
-    def churn(self, entity: str, updates: int, inserts: int, tie: bool, set_fields: dict | None) -> dict:
-        """Touch `updates` existing records and add `inserts` new ones, each with a fresh updated_at."""
+    def churn(self, entity: str, updates: int, inserts: int, tie: bool, set_fields: dict | None,
+              at: str | None = None) -> dict:
+        """Touch `updates` existing records and add `inserts` new ones, each with a fresh updated_at
+        (or, with `at`, stamped at that past instant: a late-arriving change)."""
         with self.lock:
             table = self.tables[entity]
-            ms = max(int(time.time() * 1000), self.latest_ms() + 1)
+            ms = to_ms(at) if at else max(int(time.time() * 1000), self.latest_ms() + 1)
             touched = self.rng.sample(list(table.by_id), min(updates, len(table.by_id)))
             stamps = [ms if tie else ms + i for i in range(len(touched) + inserts)]
             for cid, stamp in zip(touched, stamps):
@@ -297,6 +300,7 @@ class Settings:
     read_limit: int = 600
     write_limit: int = 120
     trigger_limit: int = 60
+    rate_window_seconds: float = WINDOW_SECONDS  # shorter only to make rate-limit tests quick
     keys: list[dict[str, Any]] = field(default_factory=lambda: [dict(k) for k in DEFAULT_KEYS])
     webhooks: list[dict[str, Any]] = field(default_factory=list)
 
@@ -309,7 +313,7 @@ class Store:
         self.settings = settings
         self.keys = KeyRing(settings.keys)
         self.limiter = RateLimiter({"read": settings.read_limit, "write": settings.write_limit,
-                                    "trigger": settings.trigger_limit})
+                                    "trigger": settings.trigger_limit}, settings.rate_window_seconds)
         self._datasets: dict[tuple[str, str], Dataset] = {}
         self._lock = threading.Lock()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_MAX)

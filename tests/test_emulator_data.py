@@ -313,3 +313,19 @@ def test_fault_rates_mix_and_are_counted(faulty):
     statuses = Counter(faulty.get(f"{DATA}/order", params={"limit": 1}).status_code for _ in range(60))
     assert statuses[500] > 10 and statuses[200] > 10
     assert faulty.control("GET", "/_emulator/faults")["injected"]["error_500"] == statuses[500]
+
+
+def test_a_short_rate_window_for_quick_tests(emulator_factory):
+    emu = emulator_factory(read_limit=2, rate_window_seconds=1)
+    assert [emu.get(f"{DATA}/order", params={"limit": 1}).status_code for _ in range(3)] == [200, 200, 429]
+    time.sleep(1.1)
+    assert emu.get(f"{DATA}/order", params={"limit": 1}).status_code == 200
+
+
+def test_churn_at_a_past_instant_models_a_late_arriving_change(emulator_factory):
+    emu = emulator_factory()
+    truth = emu.ground_truth("order")
+    past = truth[10]["updated_at"]
+    result = emu.churn("order", inserts=1, at=past)
+    record = emu.get(f"{DATA}/order/{result['inserted'][0]}").json()
+    assert record["updated_at"] == past < truth[-1]["updated_at"]
