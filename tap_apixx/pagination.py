@@ -140,3 +140,30 @@ def _tail_at(records: list[dict[str, t.Any]], ts: str) -> t.Iterator[dict[str, t
         if record["updated_at"] != ts:
             return
         yield record
+
+
+OPS_MAX_PAGE_SIZE = 100  # documented maximum `limit` of the ops lists (flows, runs, connectors)
+
+
+class StartingAfterPaginator(BaseAPIPaginator[str | None]):
+    """Pages an ops list with `starting_after=<id of the last item>` until `meta.has_more` is false.
+
+    The token is the id to pass as `starting_after` (None for the first page). A page that says
+    `has_more` but holds no items cannot be paged further, so it ends the list too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def has_more(self, response: t.Any) -> bool:
+        body = response_body(response)
+        return bool((body.get("meta") or {}).get("has_more")) and bool(body.get("data"))
+
+    def get_next(self, response: t.Any) -> str | None:
+        return response_body(response)["data"][-1]["id"]
+
+
+def response_body(response: t.Any) -> dict[str, t.Any]:
+    """The JSON body of a response, parsed once by the stream (`apixx_payload`) when it can."""
+    payload = getattr(response, "apixx_payload", None)
+    return payload if isinstance(payload, dict) else response.json()

@@ -16,6 +16,7 @@ from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
 from singer_sdk.plugin_base import SingerCommand
 
 from tap_apixx.errors import TapApixxError
+from tap_apixx.ops_streams import DEFAULT_RUNS_LOOKBACK_HOURS, ops_streams
 from tap_apixx.pacing import RatePacer
 from tap_apixx.pagination import MAX_PAGE_SIZE
 from tap_apixx.streams import canonical_streams
@@ -28,11 +29,13 @@ DEFAULT_DATA_URL = "https://app.apixx.ai/api/public/data"
 DEFAULT_API_URL = "https://api.apixx.io/v1"
 DEFAULT_LOOKBACK_MINUTES = 5
 MAX_LOOKBACK_MINUTES = 7 * 24 * 60  # a week; more is a full re-sync in disguise
+MAX_RUNS_LOOKBACK_HOURS = 90 * 24  # 90 days of runs re-read on every sync is already a lot
 MAX_REQUEST_TIMEOUT = 3600
 SERVER_READ_LIMIT = 600  # documented GET requests per minute per key
 NUMERIC_RANGES: dict[str, tuple[int, int]] = {
     "page_size": (1, MAX_PAGE_SIZE),
     "lookback_minutes": (0, MAX_LOOKBACK_MINUTES),
+    "runs_lookback_hours": (0, MAX_RUNS_LOOKBACK_HOURS),
     "max_requests_per_minute": (1, SERVER_READ_LIMIT),
     "request_timeout": (1, MAX_REQUEST_TIMEOUT),
 }
@@ -51,7 +54,8 @@ class TapApixx(Tap):
             secret=True,
             title="API key",
             description="APIXX API key (apx_live_…, apx_test_… or apixx_…) with scope "
-            "data:read. Never logged or written to state.",
+            "data:read (and flows:read for the ops streams flows, runs, connectors). Never "
+            "logged or written to state.",
         ),
         th.Property(
             "data_url",
@@ -92,6 +96,15 @@ class TapApixx(Tap):
             "records that arrive late with an older updated_at. Those are emitted again.",
         ),
         th.Property(
+            "runs_lookback_hours",
+            th.IntegerType(minimum=0, maximum=MAX_RUNS_LOOKBACK_HOURS),
+            default=DEFAULT_RUNS_LOOKBACK_HOURS,
+            title="Runs lookback (hours)",
+            description="The runs stream re-reads the runs started this many hours before its "
+            "bookmark, because a run changes after it starts (status, finished_at, counts). "
+            "Runs still queued or running are re-read however old they are.",
+        ),
+        th.Property(
             "max_requests_per_minute",
             th.IntegerType(minimum=1, maximum=SERVER_READ_LIMIT),
             title="Max requests per minute",
@@ -114,7 +127,7 @@ class TapApixx(Tap):
     ).to_dict()
 
     def discover_streams(self) -> list[Stream]:
-        return list(canonical_streams(self))
+        return [*canonical_streams(self), *ops_streams(self)]
 
     @cached_property
     def pacer(self) -> RatePacer:

@@ -92,9 +92,9 @@ def test_defaults() -> None:
 
 def test_one_stream_per_entity_with_keys() -> None:
     tap = TapApixx(config=CONFIG)
-    assert set(tap.streams) == set(CANONICAL_ENTITIES)
+    assert set(tap.streams) == {*CANONICAL_ENTITIES, "flows", "runs", "connectors"}
     assert len(CANONICAL_ENTITIES) == 15
-    for stream in tap.streams.values():
+    for stream in (tap.streams[entity] for entity in CANONICAL_ENTITIES):
         assert stream.primary_keys == ("canonical_id",)
         assert stream.replication_key == "updated_at"
         props = stream.schema["properties"]

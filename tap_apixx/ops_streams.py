@@ -1,0 +1,139 @@
+"""The ops API streams (flows, runs, connectors): the api_url base, same key, same pacer."""
+
+from __future__ import annotations
+
+import typing as t
+from datetime import timedelta
+from functools import cached_property
+
+from tap_apixx.client import ApixxStream, SyncProgress, iso_ms, parse_ts
+from tap_apixx.pagination import OPS_MAX_PAGE_SIZE, StartingAfterPaginator, response_body
+from tap_apixx.streams import load_schema
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from singer_sdk import Tap
+    from singer_sdk.helpers.types import Context
+
+DEFAULT_RUNS_LOOKBACK_HOURS = 24
+OPEN_RUN_STATUSES = frozenset({"queued", "running"})  # may still change: hold the bookmark
+RUN_STATUSES_WITH_ERRORS = frozenset({"failed", "partial"})  # only these have errors to fetch
+
+
+class OpsStream(ApixxStream):
+    """A list of the ops API, paged with `starting_after`, keyed by `id`, needing flows:read."""
+
+    required_scope = "flows:read"
+    primary_keys = ("id",)
+
+    @property
+    def url_base(self) -> str:
+        return self.config.get("api_url", "").rstrip("/")
+
+    @property
+    def path(self) -> str:  # type: ignore[override]
+        return f"/{self.name}"
+
+    @cached_property
+    def page_limit(self) -> int:
+        """`page_size`, capped at the ops lists' maximum (100)."""
+        return min(int(self.config.get("page_size", OPS_MAX_PAGE_SIZE)), OPS_MAX_PAGE_SIZE)
+
+    def get_new_paginator(self) -> StartingAfterPaginator:
+        return StartingAfterPaginator()
+
+    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict:
+        return {"limit": self.page_limit, "starting_after": next_page_token}
+
+    def request_records(self, context: Context | None) -> Iterator[dict]:
+        progress = SyncProgress(self, self.start_from)
+        for record in super().request_records(context):
+            self.counts["records"] += 1
+            yield record
+            progress.tick(record.get(self.replication_key) if self.replication_key else None)
+        progress.summary()
+
+    @property
+    def start_from(self) -> str | None:
+        """Where the list starts (None: from the beginning); full-table streams read it all."""
+        return None
+
+    def fetch_detail(self, object_id: str) -> dict[str, t.Any]:
+        """`GET /<stream>/<id>`, through the same pacer, retries and error policy as the list."""
+        url = f"{self.url_base}{self.path}/{object_id}"
+        prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
+        response = self.request_decorator(self._request)(prepared, self.context)
+        return response_body(response)
+
+
+class FlowsStream(OpsStream):
+    """Flows, full table, each with the detail fields the list lacks (one request per flow)."""
+
+    name = "flows"
+
+    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
+        return {**row, **self.fetch_detail(row["id"])}  # + connectors, schedule_detail
+
+
+class ConnectorsStream(OpsStream):
+    """Connectors, full table."""
+
+    name = "connectors"
+
+
+class RunsStream(OpsStream):
+    """Runs, incremental on started_at, re-reading `runs_lookback_hours` before the bookmark.
+
+    A run changes after it starts (status, finished_at, counts), so each sync starts from the
+    later of start_date and (bookmark - runs_lookback_hours), `from` being inclusive. The
+    bookmark follows started_at run by run but stops at the first run still queued or running,
+    so that run is re-read next time however long it takes (and, with it, everything after it).
+    """
+
+    name = "runs"
+    replication_key = "started_at"
+    is_sorted = True  # the API orders runs by started_at, then id
+    check_sorted = False  # the window re-reads runs older than the bookmark on purpose
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held_at: str | None = None  # started_at of the first open run seen this sync
+
+    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict:
+        return {**super().get_url_params(context, next_page_token), "from": self.start_from}
+
+    @cached_property
+    def start_from(self) -> str | None:  # type: ignore[override]
+        """The later of start_date and (bookmark - runs_lookback_hours); None: every run."""
+        starts = []
+        if start_date := self.config.get("start_date"):
+            starts.append(parse_ts(start_date))
+        if bookmark := self.stream_state.get("replication_key_value"):
+            hours = int(self.config.get("runs_lookback_hours", DEFAULT_RUNS_LOOKBACK_HOURS))
+            starts.append(parse_ts(bookmark) - timedelta(hours=hours))
+        since = iso_ms(max(starts)) if starts else None
+        self.logger.info("Syncing 'runs' started from %s", since or "the beginning")
+        return since
+
+    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
+        if row.get("status") not in RUN_STATUSES_WITH_ERRORS:
+            return {**row, "errors": []}
+        return {**row, **self.fetch_detail(row["id"])}  # + errors
+
+    def _increment_stream_state(
+        self, latest_record: dict, *, context: Context | None = None
+    ) -> None:
+        """Bookmark = this run's started_at, unless an earlier run seen is still open."""
+        if self.held_at is not None:
+            return
+        state = self.get_context_state(context)
+        state["replication_key"] = self.replication_key
+        state["replication_key_value"] = latest_record["started_at"]
+        if latest_record.get("status") in OPEN_RUN_STATUSES:
+            self.held_at = latest_record["started_at"]
+
+
+def ops_streams(tap: Tap) -> list[OpsStream]:
+    """The three ops streams, after the canonical ones."""
+    return [cls(tap=tap, schema=load_schema(cls.name)) for cls in (FlowsStream, RunsStream, ConnectorsStream)]
