@@ -117,6 +117,14 @@ def test_distinct_deliveries_are_all_stored(receiver: str, db: Path) -> None:
     assert [row[0] for row in stored_rows(db)] == ["del_0", "del_1", "del_2"]
 
 
+def test_a_replay_under_a_new_delivery_id_is_a_no_op(receiver: str, db: Path) -> None:
+    body = event_body(event_id="evt_replayed")
+    first = deliver(receiver, body, delivery_id="del_original")
+    replay = deliver(receiver, body, delivery_id="del_forged")
+    assert first.json()["stored"] is True and replay.status_code == 200 and replay.json()["stored"] is False
+    assert [row[0] for row in stored_rows(db)] == ["del_original"]
+
+
 def test_the_root_path_also_receives(receiver: str, db: Path) -> None:
     root = receiver.removesuffix("/webhooks") + "/"
     assert deliver(root, event_body()).status_code == 200

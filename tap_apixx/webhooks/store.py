@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS events (
     received_at  TEXT NOT NULL,          -- RFC 3339 UTC, millisecond precision, Z suffix
     body         BLOB NOT NULL           -- the raw bytes that were signed
 );
+-- the event id is inside the signed body: a replay under a new delivery id is a no-op too
+CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON events (event_id);
 CREATE INDEX IF NOT EXISTS events_type_received ON events (type, received_at);
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
 """
@@ -92,7 +94,7 @@ class EventStore:
         self._conn.executescript(_SCHEMA)
 
     def insert(self, event: StoredEvent) -> bool:
-        """Store a delivery; False (and no change) when its delivery id is already stored."""
+        """Store a delivery; False (and no change) when its delivery id or event id is already stored."""
         row = (event.delivery_id, event.event_id, event.type, event.created_at,
                event.received_at, event.body)
         try:
