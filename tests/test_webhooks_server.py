@@ -370,10 +370,10 @@ def test_the_server_triggers_only_on_newly_stored_matching_events(db: Path) -> N
     config = ReceiverConfig(secret=SECRET, store=store, trigger=trigger)
     with serve_in_background(config) as server:
         url = server.url + "/webhooks"
-        assert deliver(url, event_body("run.started"), "del_a", "run.started").ok
-        assert deliver(url, event_body("run.succeeded"), "del_b", "run.succeeded").ok
+        assert deliver(url, event_body("run.started", "evt_a"), "del_a", "run.started").ok
+        assert deliver(url, event_body("run.succeeded", "evt_b"), "del_b", "run.succeeded").ok
         assert trigger.wait_idle(5)
-        assert deliver(url, event_body("run.succeeded"), "del_b", "run.succeeded").ok  # retry
+        assert deliver(url, event_body("run.succeeded", "evt_b"), "del_b", "run.succeeded").ok  # retry
         time.sleep(0.3)
         assert deliver(url, event_body("run.succeeded"), "del_c", "wrong").status_code == 400
         time.sleep(0.3)
@@ -508,7 +508,7 @@ def test_serve_stores_and_runs_one_sync_per_burst(
     for i in range(4):
         event_type = "run.succeeded" if i % 2 else "run.partial"
         assert deliver(url, event_body(event_type, f"evt_{i}"), f"del_{i}", event_type).ok
-    assert deliver(url, event_body("run.started"), "del_x", "run.started").ok
+    assert deliver(url, event_body("run.started", "evt_x"), "del_x", "run.started").ok
     assert _wait_for(lambda: synced.exists())
     time.sleep(1.0)  # room for a wrong second run to show up
     assert synced.read_text() == "synced\n"
