@@ -85,7 +85,8 @@ class TapApixx(Tap):
             default=MAX_PAGE_SIZE,
             title="Page size",
             description="Records per request (1..1000). A tie group larger than this is "
-            "still read whole, with one 1000-record request.",
+            "still read whole, with one 1000-record request. The ops lists (flows, runs, "
+            "connectors) take at most 100.",
         ),
         th.Property(
             "lookback_minutes",
