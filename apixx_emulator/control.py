@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 
+from . import bad_data
 from .data_api import check_entity, json_response
 from .errors import ApiError
 from .faults import FaultConfig
@@ -106,4 +107,5 @@ def build(store: Store) -> APIRouter:
         store.limiter.clear()
         return json_response(store.limiter.limits)
 
+    router.include_router(bad_data.build(store))  # POST|GET|DELETE /_emulator/bad-data
     return router

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from . import bad_data
 from .entities import ENTITIES, field_names
 from .errors import ApiError
 from .models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ApiKey, Store, parse_ts
@@ -97,8 +98,9 @@ def build(store: Store) -> APIRouter:
         inclusive = store.settings.cursor_mode == "inclusive"
         with dataset.lock:
             page, next_cursor = dataset.tables[entity].page(since, after, inclusive, limit)
-            body = orjson.dumps({"entity": entity, "count": len(page), "next_cursor": next_cursor,
-                                 "data": project(page, wanted)})
+            payload = {"entity": entity, "count": len(page), "next_cursor": next_cursor,
+                       "data": project(page, wanted)}
+            body = bad_data.of(store).serve(entity, payload)  # as JSON, unless bad data is planned
         return Response(body, media_type="application/json")
 
     @router.get("/{entity}/{canonical_id}", response_model=None, responses={200: {"model": dict[str, Any]}, **ERRORS},

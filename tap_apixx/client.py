@@ -272,6 +272,23 @@ class CanonicalStream(ApixxStream):
             return None  # ask for everything, so new fields reach us and get reported
         return ",".join(dict.fromkeys(["canonical_id", "updated_at", *selected]))
 
+    @cached_property
+    def field_types(self) -> dict[str, tuple[type, ...]]:
+        """Python types each schema property may hold, for the wrong-type warning."""
+        return {
+            name: tuple(t for js in _types_of(prop) for t in JSON_TYPES.get(js, ()))
+            for name, prop in self.schema["properties"].items()
+        }
+
+    def validate_response(self, response: requests.Response) -> None:
+        """A 200 must carry a `data` list; one without it is treated like a truncated body."""
+        super().validate_response(response)
+        payload = getattr(response, "apixx_payload", None)
+        if not (isinstance(payload, dict) and isinstance(payload.get("data"), list)):
+            got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+            msg = f"{self.name}: HTTP {response.status_code} body without a 'data' list "
+            raise RetriableAPIError(msg + f"(got {got}) {_rid(response)}", response)
+
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict:
         token = next_page_token
         return {"limit": token.limit, "updated_since": token.since, "fields": self.fields_param}
@@ -334,14 +351,34 @@ class CanonicalStream(ApixxStream):
         progress.summary()
 
     def _drop_unknown_fields(self, records: list[dict]) -> None:
-        """A field the schema does not know never breaks a sync: warn once, then drop it."""
-        known = self.known_fields
+        """A field the schema does not know never breaks a sync: warn once, then drop it.
+
+        A value of a type the schema does not allow is passed on unchanged (nothing is lost;
+        the loader decides), with one warning per stream and field.
+        """
+        known, types = self.known_fields, self.field_types
         for record in records:
+            for name, value in record.items():
+                allowed = types.get(name)
+                if allowed and not isinstance(value, allowed):
+                    self._warn_wrong_type(name, value)
             if record.keys() <= known:
                 continue
             for name in record.keys() - known:
                 del record[name]
                 self._warn_new_field(name)
+
+    def _warn_wrong_type(self, name: str, value: t.Any) -> None:
+        warned = self.__dict__.setdefault("_warned_types", set())
+        if name not in warned:
+            warned.add(name)
+            self.logger.warning(
+                "Stream '%s': the API sent field '%s' as %s, not the type the schema says; "
+                "passing it on unchanged.",
+                self.name,
+                name,
+                type(value).__name__,
+            )
 
     def _warn_new_field(self, name: str) -> None:
         warned = self.__dict__.setdefault("_warned_fields", set())
@@ -401,6 +438,26 @@ class SyncProgress:
             counts["throttled"],
             time.monotonic() - self.started,
         )
+
+
+JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+    "null": (type(None),),
+}
+
+
+def _types_of(prop: dict) -> list[str]:
+    """The JSON types a schema property allows (none known: any value)."""
+    kind = prop.get("type", [])
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    for option in prop.get("anyOf", []):
+        kinds += _types_of(option)
+    return kinds if all(k in JSON_TYPES for k in kinds) else []
 
 
 def _payload(response: requests.Response) -> dict:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import typing as t
 from dataclasses import dataclass, field
 
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_apixx.errors import OutOfOrderError, TieGroupTooLargeError
+from tap_apixx.errors import OutOfOrderError, TapApixxError, TieGroupTooLargeError
 
 MAX_PAGE_SIZE = 1000  # documented maximum `limit` of the canonical data API
 MAX_BOOKMARK_IDS = 2 * MAX_PAGE_SIZE  # ids kept in state; trimming costs duplicates, never loss
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)\Z", re.IGNORECASE)
+
+
+class BadRecordError(TapApixxError):
+    """A record without a usable canonical_id or updated_at: it can be neither keyed nor paged."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,10 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         fresh: list[dict[str, t.Any]] = []
         last = self.last_ts or ""
         boundary, resume = self.boundary, self.resume
-        for record in page.records:
-            ts, cid = record["updated_at"], record["canonical_id"]
+        for index, record in enumerate(page.records):
+            cid, ts = _keys(record)
+            if not (isinstance(cid, str) and cid and isinstance(ts, str) and RFC3339.match(ts)):
+                self._raise_bad_record(index, record, page)
             if ts < last:
                 self._raise_out_of_order(ts, last, page)
             last = ts
@@ -126,12 +134,33 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         )
         raise TieGroupTooLargeError(msg)
 
+    def _raise_bad_record(self, index: int, record: t.Any, page: Page) -> t.NoReturn:
+        cid, ts = _keys(record)
+        problem = (
+            f"a record without a canonical_id (got {cid!r})"
+            if not (isinstance(cid, str) and cid)
+            else f"record {cid} with updated_at {ts!r}, not an RFC 3339 timestamp"
+        )
+        msg = (
+            f"{self.entity}: the API sent {problem}, record {index + 1} of {len(page.records)} "
+            f"in the page (request_id={page.request_id}); stopping rather than drop it or move "
+            "the bookmark past it."
+        )
+        raise BadRecordError(msg)
+
     def _raise_out_of_order(self, ts: str, last: str, page: Page) -> t.NoReturn:
         msg = (
             f"{self.entity}: the API returned updated_at {ts} after {last}, not ascending "
             f"(request_id={page.request_id}); stopping rather than risk losing records."
         )
         raise OutOfOrderError(msg)
+
+
+def _keys(record: t.Any) -> tuple[t.Any, t.Any]:
+    """(canonical_id, updated_at) of a record, (None, None) if it is not even an object."""
+    if not isinstance(record, dict):
+        return None, None
+    return record.get("canonical_id"), record.get("updated_at")
 
 
 def _tail_at(records: list[dict[str, t.Any]], ts: str) -> t.Iterator[dict[str, t.Any]]:
