@@ -1,0 +1,141 @@
+"""Bad data from the server: each kind ends in one clear error line or a sync that loses nothing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pytest
+from resilience_helpers import (
+    error_lines,
+    no_secrets_anywhere,  # noqa: F401  (autouse: every test here is scanned for the key)
+    record_figures,
+    run_cli_scanned,
+    tap_argv,
+    watch,
+)
+from test_tap_support import config_for, latest, list_requests, parse_messages, run_tap, truth
+
+from apixx_emulator.testing import EmulatorProcess
+from tap_apixx.client import CanonicalStream
+from tap_apixx.errors import ApiRequestError
+
+ENTITY = "order"
+PAGE = 20
+SKIP = 2  # spoil the third page, so that good pages come first
+
+
+@dataclass(frozen=True)
+class Fatal:
+    kind: str
+    says: str  # the problem, as the error line names it
+
+
+FATAL = [
+    Fatal("missing_canonical_id", "sent a record without a canonical_id"),
+    Fatal("missing_updated_at", "with updated_at None, not an RFC 3339 timestamp"),
+    Fatal("bad_timestamp", "with updated_at 'yesterday at noon', not an RFC 3339 timestamp"),
+    Fatal("wrong_type_key", "with updated_at 1767225600000, not an RFC 3339 timestamp"),
+    Fatal("out_of_order", "not ascending"),
+    Fatal("stale_page", "not ascending"),  # the same page again: updated_at goes backwards
+]
+BEHAVIOUR: dict[str, str] = {}  # kind -> what the tap did (for the figures)
+
+
+@pytest.fixture(scope="module")
+def emu():
+    with EmulatorProcess(records_per_entity=200, read_limit=10**6) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def clean(emu):
+    emu.control("DELETE", "/_emulator/bad-data")
+    emu.clear_stats()
+    yield
+    emu.control("DELETE", "/_emulator/bad-data")
+
+
+@pytest.fixture()
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CanonicalStream, "backoff_base_seconds", 0.01)
+
+
+def plan(emu: EmulatorProcess, kind: str, **extra) -> None:
+    emu.control("POST", "/_emulator/bad-data", json={"entity": ENTITY, "kind": kind, **extra})
+
+
+@pytest.mark.parametrize("case", FATAL, ids=[c.kind for c in FATAL])
+def test_unusable_data_stops_with_one_line_naming_entity_request_and_problem(emu, case, tmp_path):
+    plan(emu, case.kind, skip=SKIP, always=True)
+    proc = run_cli_scanned(tap_argv(tmp_path, config_for(emu, page_size=PAGE), [ENTITY]))
+    lines = error_lines(proc.stderr)
+    served = list_requests(emu, ENTITY)
+
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith(f"tap-apixx: error: {ENTITY}: ")
+    assert case.says in lines[0]
+    assert served[-1]["status"] == 200 and "request_id=req_" in lines[0]
+    assert len(served) == SKIP + 1  # stopped at the bad page: no retry loop, no skipping
+    emitted = {m["record"]["canonical_id"] for m in parse_messages(proc.stdout)
+               if m["type"] == "RECORD"}
+    first_pages = [r["canonical_id"] for r in emu.ground_truth(ENTITY)[: SKIP * PAGE - 5]]
+    assert set(first_pages) <= emitted  # what came before the bad page was delivered
+    BEHAVIOUR[case.kind] = f"exit 1, one line: '{ENTITY}: … {case.says} … (request_id=req_…)'"
+
+
+@pytest.mark.parametrize("kind", ["no_data", "non_json"])
+def test_a_broken_200_once_is_retried_and_nothing_is_lost(emu, kind, fast_backoff):
+    plan(emu, kind, skip=SKIP, count=1)
+    result = run_tap(config_for(emu, page_size=PAGE), streams=[ENTITY])
+    watch("records", result.messages)
+    assert latest(result.records(ENTITY)) == truth(emu, ENTITY)
+    asked = [tuple(sorted(r["params"].items())) for r in list_requests(emu, ENTITY)]
+    assert len(asked) - len(set(asked)) == 1  # the spoiled page, asked for once more
+    BEHAVIOUR[kind] = "once: retried, nothing lost"
+
+
+@pytest.mark.parametrize("kind", ["no_data", "non_json"])
+def test_a_broken_200_every_time_gives_up_clearly(emu, kind, fast_backoff):
+    plan(emu, kind, skip=SKIP, always=True)
+    with pytest.raises(ApiRequestError) as info:
+        run_tap(config_for(emu, page_size=PAGE), streams=[ENTITY])
+    text = watch("exception", str(info.value))
+    assert text.startswith(f"{ENTITY}: ") and "\n" not in text
+    assert "request_id=req_" in text and text.endswith("gave up after 6 attempts")
+    assert ("without a 'data' list" if kind == "no_data" else "unparseable JSON") in text
+    assert len(list_requests(emu, ENTITY)) == SKIP + 6  # bounded: six attempts, then stop
+    BEHAVIOUR[kind] += "; always: gives up after 6 attempts with one line"
+
+
+def test_a_next_cursor_that_repeats_changes_nothing(emu):
+    """The tap pages on updated_since, never on the cursor: a stuck cursor cannot loop it."""
+    plan(emu, "repeat_cursor", always=True)
+    result = run_tap(config_for(emu, page_size=PAGE), streams=[ENTITY])
+    cursors = {r["params"].get("cursor") for r in list_requests(emu, ENTITY)}
+    assert cursors == {None}
+    assert latest(result.records(ENTITY)) == truth(emu, ENTITY)
+    assert len(result.ids(ENTITY)) == len(truth(emu, ENTITY))
+    BEHAVIOUR["repeat_cursor"] = "ignored (paging is on updated_since): nothing lost, no loop"
+
+
+def test_a_value_of_the_wrong_type_is_passed_on_and_warned_once(emu, caplog):
+    plan(emu, "wrong_type", skip=SKIP, count=3)
+    with caplog.at_level(logging.WARNING):
+        result = run_tap(config_for(emu, page_size=PAGE), streams=[ENTITY])
+    assert latest(result.records(ENTITY)) == truth(emu, ENTITY)
+    odd = [r for r in result.records(ENTITY) if isinstance(r.get("order_number"), int)
+           or any(isinstance(v, str) and v.endswith(".50") for k, v in r.items()
+                  if k.endswith("_cents"))]
+    assert len(odd) == 3  # the three spoiled values reached the output unchanged
+    warnings = [r.getMessage() for r in caplog.records if "not the type the schema says" in
+                r.getMessage()]
+    assert len(warnings) == 1 and f"Stream '{ENTITY}'" in warnings[0]
+    BEHAVIOUR["wrong_type"] = "passed on unchanged, one warning per stream and field"
+
+
+def test_zz_record_the_behaviour_table():
+    assert len(BEHAVIOUR) >= 10, BEHAVIOUR
+    record_figures("ci", "bad_data", dict(sorted(BEHAVIOUR.items())))
