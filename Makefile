@@ -30,8 +30,10 @@ plugins: $(PLUGINS)
 test: install plugins
 	$(PY) -m pytest
 
-soak: install
+soak: install plugins
 	$(PY) -m pytest -m soak -p no:cacheprovider
+	APIXX_FUZZ_EXAMPLES=$${APIXX_FUZZ_EXAMPLES:-500} $(PY) -m pytest -p no:cacheprovider tests/test_emulator_fuzz.py
+	$(PY) scripts/reliability_report.py
 
 bench-emulator: install
 	$(PY) scripts/bench_emulator.py
