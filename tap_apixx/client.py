@@ -297,7 +297,8 @@ class CanonicalStream(ApixxStream):
 
     def get_new_paginator(self) -> TieSafePaginator:
         since, resume = self._start_point()
-        return TieSafePaginator(self.name, int(self.config.get("page_size", 1000)), since, resume)
+        page_size = int(self.config.get("page_size", 1000))
+        return TieSafePaginator(self.name, page_size, since, resume, strict=True)
 
     def _start_point(self) -> tuple[str | None, SeenAt]:
         """The later of start_date and (bookmark - lookback), and the ids seen at the bookmark."""

@@ -71,8 +71,11 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         page_size: int,
         since: str | None = None,
         resume: SeenAt | None = None,
+        *,
+        strict: bool = False,
     ) -> None:
         super().__init__(PageRequest(since, page_size))
+        self.timestamp = RFC3339 if strict else re.compile(".")  # strict: updated_at is RFC 3339
         self.entity = entity
         self.page_size = page_size
         self.resume = resume or SeenAt()  # from the previous run's state
@@ -86,7 +89,7 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         boundary, resume = self.boundary, self.resume
         for index, record in enumerate(page.records):
             cid, ts = _keys(record)
-            if not (isinstance(cid, str) and cid and isinstance(ts, str) and RFC3339.match(ts)):
+            if not (isinstance(cid, str) and cid and isinstance(ts, str) and self.timestamp.match(ts)):
                 self._raise_bad_record(index, record, page)
             if ts < last:
                 self._raise_out_of_order(ts, last, page)
