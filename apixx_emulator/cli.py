@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 
+from .entities import ENTITY_NAMES
 from .models import DEFAULT_KEYS, Settings
 
 EPILOG = """built-in keys (used when --keys-file is not given):
@@ -31,6 +32,13 @@ def positive(value: str) -> int:
     return number
 
 
+def entity_count(value: str) -> tuple[str, int]:
+    entity, sep, count = value.partition("=")
+    if not sep or entity not in ENTITY_NAMES:
+        raise argparse.ArgumentTypeError(f"expected ENTITY=N with a canonical entity, got {value!r}")
+    return entity, positive(count)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="apixx-emulator", description="A faithful local APIXX API for tests and demos.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed for the generated data (default: 42)")
     p.add_argument("--records-per-entity", type=positive, default=2000,
                    help="records generated per entity, tenant and environment (default: 2000)")
+    p.add_argument("--records-for", action="append", default=[], type=entity_count, metavar="ENTITY=N",
+                   help="generate N records of ENTITY instead of --records-per-entity (repeatable)")
     p.add_argument("--cursor-mode", choices=("exclusive", "inclusive"), default="exclusive",
                    help="how `cursor` compares with updated_at: exclusive '>' (default) or inclusive '>='")
     p.add_argument("--max-tie-size", type=positive, default=1000,
@@ -71,7 +81,8 @@ def load_keys(path: str) -> list[dict]:
 def settings_from(args: argparse.Namespace) -> Settings:
     settings = Settings(seed=args.seed, records_per_entity=args.records_per_entity, cursor_mode=args.cursor_mode,
                         max_tie_size=args.max_tie_size, read_limit=args.read_limit, write_limit=args.write_limit,
-                        trigger_limit=args.trigger_limit, rate_window_seconds=args.rate_window_seconds)
+                        trigger_limit=args.trigger_limit, rate_window_seconds=args.rate_window_seconds,
+                        records_for=dict(args.records_for))
     if args.keys_file:
         settings.keys = load_keys(args.keys_file)
     for spec in args.webhook:

@@ -215,8 +215,10 @@ def timeline(n: int, rng: random.Random, max_tie: int) -> list[int]:
 class Dataset:
     """Everything one tenant sees in one environment."""
 
-    def __init__(self, tenant: str, env: str, seed: int, records_per_entity: int, max_tie: int):
+    def __init__(self, tenant: str, env: str, seed: int, records_per_entity: int, max_tie: int,
+                 records_for: dict[str, int] | None = None):
         self.tenant, self.env = tenant, env
+        counts = records_for or {}  # per-entity overrides of records_per_entity
         self.lock = threading.RLock()
         self.tables: dict[str, Table] = {}
         self.ops: Any = None  # filled in by the ops model (apixx_emulator.ops) when present
@@ -224,7 +226,7 @@ class Dataset:
         refs: dict[str, list[str]] = {}
         for entity in GENERATION_ORDER:
             table = Table(entity)
-            for ms in timeline(records_per_entity, rng, max_tie):
+            for ms in timeline(counts.get(entity, records_per_entity), rng, max_tie):
                 record = make_record(entity, rng, refs, ms)
                 table.records.append(record)
                 table.by_id[record["canonical_id"]] = record
@@ -295,6 +297,7 @@ def make_record(entity: str, rng: random.Random, refs: dict[str, list[str]], ms:
 class Settings:
     seed: int = 42
     records_per_entity: int = 2000
+    records_for: dict[str, int] = field(default_factory=dict)  # entity -> count, overriding the above
     cursor_mode: str = "exclusive"
     max_tie_size: int = 1000
     read_limit: int = 600
@@ -327,7 +330,7 @@ class Store:
             ds = self._datasets.get((tenant, env))
             if ds is None:
                 s = self.settings
-                ds = Dataset(tenant, env, s.seed, s.records_per_entity, s.max_tie_size)
+                ds = Dataset(tenant, env, s.seed, s.records_per_entity, s.max_tie_size, s.records_for)
                 self._datasets[(tenant, env)] = ds
             return ds
 
