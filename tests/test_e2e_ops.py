@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-import duckdb
 import pytest
-from e2e_helpers import OPS_STREAMS, MeltanoProject, compare_record, meltano_available
+from e2e_helpers import (
+    OPS_STREAMS,
+    MeltanoProject,
+    by_key,
+    compare_record,
+    duckdb_rows,
+    meltano_available,
+)
 
 from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess
 
@@ -42,20 +48,11 @@ def truth(emu: EmulatorProcess, kind: str) -> dict[str, dict]:
 
 
 def rows(project: MeltanoProject, sql: str) -> list[dict]:
-    con = duckdb.connect(str(project.workdir / "warehouse.duckdb"), read_only=True)
-    try:
-        cursor = con.execute(sql)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
-    finally:
-        con.close()
+    return duckdb_rows(project.workdir / "warehouse.duckdb", sql)
 
 
 def table(project: MeltanoProject, kind: str) -> dict[str, dict]:
-    loaded = rows(project, f"SELECT * FROM {SCHEMA}.{kind}")
-    by_id = {r["id"]: r for r in loaded}
-    assert len(by_id) == len(loaded), f"{kind}: duplicate ids (the loader did not merge on id)"
-    return by_id
+    return by_key(rows(project, f"SELECT * FROM {SCHEMA}.{kind}"), key="id")
 
 
 def assert_tables_equal_truth(project: MeltanoProject, emu: EmulatorProcess) -> None:
