@@ -148,7 +148,7 @@ class ConcurrentRatePacer(RatePacer):
     def _learn(self, headers: Mapping[str, str], sequence: int, remaining: int, reset: float) -> None:
         self._limit = _int(headers.get("X-RateLimit-Limit")) or self._limit
         if "Retry-After" not in headers:  # a refused request takes no slot in the window
-            self._count(self._local.sent_at)
+            self._count(getattr(self._local, "sent_at", self._clock()))
         if sequence < self._newest_answered:
             return  # a later request's answer already told us more
         self._newest_answered = sequence
@@ -197,8 +197,9 @@ def sync_concurrently(tap: Tap, streams: list[Stream], workers: int) -> None:
         _ = stream.stream_state  # create every bookmark entry now, not while others serialise
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream")
     futures: list[Future] = []
+    failed = threading.Event()
     try:
-        futures = [pool.submit(_sync_one, stream) for stream in streams]
+        futures = [pool.submit(_sync_one, stream, failed) for stream in streams]
         wait(futures, return_when=FIRST_EXCEPTION)
     except BaseException:
         if isinstance(tap.message_writer, SerialSingerWriter):
@@ -211,6 +212,12 @@ def sync_concurrently(tap: Tap, streams: list[Stream], workers: int) -> None:
         raise errors[0]  # type: ignore[misc]
 
 
-def _sync_one(stream: Stream) -> None:
-    stream.sync()
-    stream.finalize_state_progress_markers()
+def _sync_one(stream: Stream, failed: threading.Event) -> None:
+    if failed.is_set():
+        return  # another stream failed before this one started: do not start it
+    try:
+        stream.sync()
+        stream.finalize_state_progress_markers()
+    except BaseException:
+        failed.set()
+        raise

@@ -25,7 +25,7 @@ from tap_apixx.concurrency import (
     sync_concurrently,
 )
 from tap_apixx.errors import TapApixxError
-from tap_apixx.ops_streams import DEFAULT_RUNS_LOOKBACK_HOURS, ops_streams
+from tap_apixx.ops_streams import DEFAULT_RUNS_LOOKBACK_HOURS, OpsStream, ops_streams
 from tap_apixx.pacing import RatePacer
 from tap_apixx.pagination import MAX_PAGE_SIZE
 from tap_apixx.streams import canonical_streams
@@ -166,7 +166,7 @@ class TapApixx(Tap):
         if self.state:
             self._state_writer.write_state(self.state)
         _ = self.pacer  # made once, before the threads that share it
-        streams = streams_to_sync(self)
+        streams = sorted(streams_to_sync(self), key=lambda s: isinstance(s, OpsStream))  # ops last
         sync_concurrently(self, streams, min(workers, max(len(streams), 1)))
         for stream in self.streams.values():
             stream.log_sync_costs()

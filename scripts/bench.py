@@ -1,0 +1,385 @@
+"""Throughput benchmark of tap-apixx against the emulator: one table, all figures from one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from apixx_emulator.entities import ENTITY_NAMES
+from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess
+
+BIN = Path(sys.executable).parent
+TAP = BIN / "tap-apixx"
+MELTANO = BIN / "meltano"
+TARGET_DUCKDB = ROOT / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "target-duckdb"
+ENTITY = "order"
+SERVER_LIMIT = 600  # documented reads per key per minute
+
+
+@dataclass
+class Size:
+    """How big each part of the benchmark is."""
+
+    records: int = 200_000  # one entity, for the throughput parts
+    page_size: int = 1000
+    rate_records: int = 900  # per entity, for the rate-budget part
+    rate_page_size: int = 10  # small pages: many requests per stream
+    rate_limit: int = SERVER_LIMIT
+    rate_window_s: float = 60.0  # the server's window
+    rate_windows: int = 2  # measured over this many whole windows of a full sync
+    latency_ms: float = 200.0
+    parallel: int = 4
+
+
+QUICK = Size(records=5_000, rate_records=150, rate_limit=30, rate_window_s=3.0)
+
+
+@dataclass
+class Results:
+    size: dict
+    started: str
+    figures: dict[str, t.Any] = field(default_factory=dict)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def write_json(path: Path, value: t.Any) -> Path:
+    path.write_text(json.dumps(value))
+    return path
+
+
+def catalog_for(streams: t.Iterable[str]) -> dict:
+    catalog = json.loads((ROOT / "catalog" / "catalog.json").read_text())
+    wanted = set(streams)
+    for entry in catalog["streams"]:
+        for md in entry["metadata"]:
+            if not md["breadcrumb"]:
+                md["metadata"]["selected"] = entry["tap_stream_id"] in wanted
+    return catalog
+
+
+def tap_config(emu: EmulatorProcess, **settings: t.Any) -> dict:
+    return {"api_key": DEFAULT_KEY, "data_url": emu.data_url, "api_url": emu.api_url,
+            "lookback_minutes": 0, **settings}
+
+
+def run_measured(argv: list[str], stdout: t.Any, env: dict | None = None,
+                 stdin: t.Any = None) -> tuple[float, int, str]:
+    """Run a process; (wall seconds, peak resident memory in bytes, stderr). Raises if it fails."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, stdin=stdin,
+                            env={**os.environ, **(env or {})}, cwd=ROOT)
+    stderr = proc.stderr.read() if proc.stderr else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {stderr.decode()[-3000:]}")
+    return seconds, usage.ru_maxrss * 1024, stderr.decode(errors="replace")
+
+
+def rate(records: int, seconds: float) -> float:
+    return records / seconds if seconds > 0 else 0.0
+
+
+# -- 1. the tap alone, 2. the baseline ------------------------------------------------------------
+
+def bench_tap(emu: EmulatorProcess, size: Size, work: Path) -> dict:
+    config = write_json(work / "tap.json", tap_config(emu, page_size=size.page_size))
+    catalog = write_json(work / "catalog.json", catalog_for([ENTITY]))
+    startup, _, _ = run_measured([str(TAP), "--about", "--format=json"], subprocess.DEVNULL)
+    with open(os.devnull, "wb") as devnull:
+        seconds, peak, log = run_measured(
+            [str(TAP), "--config", str(config), "--catalog", str(catalog)], devnull)
+    records = count_from(log, rf"Finished '{ENTITY}': (\d+) records")
+    return {"records": records, "seconds": seconds, "records_per_s": rate(records, seconds),
+            "peak_memory_mib": peak / 2**20, "startup_s": startup}
+
+
+def count_from(log: str, pattern: str) -> int:
+    """The count a process logged (its output went to /dev/null)."""
+    found = re.findall(pattern, log)
+    if not found:
+        raise RuntimeError(f"no line matching {pattern!r} in: {log[-2000:]}")
+    return int(found[-1])
+
+
+def bench_baseline(emu: EmulatorProcess, size: Size) -> dict:
+    argv = [sys.executable, __file__, "--baseline-client", emu.data_url, ENTITY, str(size.page_size)]
+    with open(os.devnull, "wb") as devnull:
+        seconds, peak, log = run_measured(argv, devnull)
+    records = count_from(log, r"baseline: (\d+) records")
+    return {"records": records, "seconds": seconds, "records_per_s": rate(records, seconds),
+            "peak_memory_mib": peak / 2**20}
+
+
+def baseline_client(data_url: str, entity: str, page_size: int) -> None:
+    """A minimal client: requests + json, tie-safe paging, one Singer RECORD line per record."""
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {DEFAULT_KEY}"
+    since, seen, count = None, set(), 0
+    write = sys.stdout.write
+    while True:
+        params = {"limit": page_size, **({"updated_since": since} if since else {})}
+        body = session.get(f"{data_url}/{entity}", params=params, timeout=60).json()
+        records = body["data"]
+        extracted = datetime.now(timezone.utc).isoformat()
+        for record in records:
+            if (record["updated_at"], record["canonical_id"]) in seen:
+                continue
+            write(json.dumps({"type": "RECORD", "stream": entity, "record": record,
+                              "time_extracted": extracted}) + "\n")
+            count += 1
+        if not records or body["next_cursor"] is None:
+            break
+        last = records[-1]["updated_at"]
+        seen = {(r["updated_at"], r["canonical_id"]) for r in records if r["updated_at"] == last}
+        since = last
+    sys.stdout.flush()
+    print(f"baseline: {count} records", file=sys.stderr)
+
+
+# -- 3. meltano run tap-apixx target-duckdb -----------------------------------------------------
+
+def meltano_env(emu: EmulatorProcess, work: Path, parallel: int) -> dict:
+    return {
+        "MELTANO_DATABASE_URI": f"sqlite:///{work / 'meltano.db'}",
+        "MELTANO_ENVIRONMENT": "emulator",
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "TAP_APIXX_API_KEY": DEFAULT_KEY,
+        "TAP_APIXX_DATA_URL": emu.data_url,
+        "TAP_APIXX_API_URL": emu.api_url,
+        "TAP_APIXX_LOOKBACK_MINUTES": "0",
+        "TAP_APIXX_MAX_PARALLEL_STREAMS": str(parallel),
+        "TAP_APIXX__SELECT": json.dumps([f"{ENTITY}.*"]),
+        "TARGET_DUCKDB_FILEPATH": str(work / "meltano.duckdb"),
+    }
+
+
+def duckdb_count(path: Path, table: str) -> int:
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(f'SELECT count(*) FROM {table}').fetchone()[0]
+
+
+def bench_meltano(emu: EmulatorProcess, size: Size, work: Path) -> dict:
+    if not (MELTANO.exists() and TARGET_DUCKDB.exists()):
+        return {"skipped": "meltano plugins not installed (make plugins)"}
+    env = meltano_env(emu, work, size.parallel)
+    seconds, _, _ = run_measured([str(MELTANO), "run", "tap-apixx", "target-duckdb"],
+                                 subprocess.DEVNULL, env)
+    rows = duckdb_count(work / "meltano.duckdb", f'apixx."{ENTITY}"')
+    # where the time goes: each side alone, the target fed from a file of the tap's output
+    singer = work / "tap-output.singer"
+    config = write_json(work / "tap.json", tap_config(emu, page_size=size.page_size))
+    catalog = write_json(work / "catalog.json", catalog_for([ENTITY]))
+    with open(singer, "wb") as out:
+        tap_s, _, _ = run_measured([str(TAP), "--config", str(config), "--catalog", str(catalog)], out)
+    target_config = write_json(work / "target.json", {"filepath": str(work / "alone.duckdb"),
+                                                       "default_target_schema": "apixx"})
+    with open(singer, "rb") as stdin:
+        target_s, _, _ = run_measured([str(TARGET_DUCKDB), "--config", str(target_config)],
+                                   subprocess.DEVNULL, stdin=stdin)
+    return {"records": rows, "seconds": seconds, "records_per_s": rate(rows, seconds),
+            "tap_alone_s": tap_s, "target_alone_s": target_s,
+            "overhead_s": max(0.0, seconds - max(tap_s, target_s))}
+
+
+# -- 4. the peer: dlt rest_api ------------------------------------------------------------------
+
+def bench_dlt(emu: EmulatorProcess, size: Size, work: Path) -> dict:
+    try:
+        import dlt  # noqa: F401
+    except ImportError:
+        return {"skipped": "dlt not installed (pip install -e '.[bench]')"}
+    db = work / "dlt.duckdb"
+    argv = [sys.executable, __file__, "--dlt-client", emu.data_url, ENTITY, str(size.page_size),
+            str(db), str(work / "dlt-pipelines")]
+    seconds, _, _ = run_measured(argv, subprocess.DEVNULL, {"RUNTIME__DLTHUB_TELEMETRY": "false"})
+    rows = duckdb_count(db, f'apixx."{ENTITY}"')
+    return {"records": rows, "seconds": seconds, "records_per_s": rate(rows, seconds)}
+
+
+def dlt_client(data_url: str, entity: str, page_size: int, db: str, pipelines_dir: str) -> None:
+    """dlt's rest_api source, cursor paging as the docs describe, into DuckDB."""
+    import dlt
+    from dlt.sources.rest_api import rest_api_source
+
+    source = rest_api_source({
+        "client": {
+            "base_url": data_url + "/",
+            "auth": {"type": "bearer", "token": DEFAULT_KEY},
+            "paginator": {"type": "cursor", "cursor_path": "next_cursor", "cursor_param": "cursor"},
+        },
+        "resources": [{"name": entity, "primary_key": "canonical_id", "write_disposition": "append",
+                       "endpoint": {"path": entity, "params": {"limit": page_size},
+                                    "data_selector": "data"}}],
+    })
+    pipeline = dlt.pipeline(pipeline_name="bench_dlt", destination=dlt.destinations.duckdb(db),
+                            dataset_name="apixx", pipelines_dir=pipelines_dir)
+    pipeline.run(source)
+
+
+# -- 5. rate-budget use ---------------------------------------------------------------------------
+
+def bench_rate(size: Size, work: Path) -> dict:
+    flags = {"records_per_entity": size.rate_records, "read_limit": size.rate_limit,
+             "rate_window_seconds": size.rate_window_s, "max_tie_size": 5}
+    results = {}
+    with EmulatorProcess(**flags) as emu:
+        emu.faults(latency_ms=size.latency_ms)
+        for mode, parallel in (("sequential", 1), ("concurrent", size.parallel)):
+            emu.control("POST", "/_emulator/limits", json={"read": size.rate_limit})  # empty window
+            emu.clear_stats()
+            results[mode] = rate_run(emu, size, work, parallel)
+    return results
+
+
+def rate_run(emu: EmulatorProcess, size: Size, work: Path, parallel: int) -> dict:
+    """A full sync of the 15 streams, measured over its first whole rate windows."""
+    config = write_json(work / "rate.json", tap_config(emu, page_size=size.rate_page_size,
+                                                        max_parallel_streams=parallel))
+    catalog = write_json(work / "rate-catalog.json", catalog_for(ENTITY_NAMES))
+    span = size.rate_window_s * size.rate_windows
+    proc = subprocess.Popen([str(TAP), "--config", str(config), "--catalog", str(catalog)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + span + 10  # start-up, then the measured windows
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    finished = proc.poll() == 0
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    log = [r for r in emu.stats()["requests"] if r["route"].startswith("data:")]
+    times = sorted(r["at"] for r in log)
+    if not times:
+        raise RuntimeError("the rate-budget sync sent no request")
+    window_end = times[0] + span
+    used = sum(1 for at in times if at < window_end)
+    complete = times[-1] >= window_end
+    allowed = size.rate_limit * size.rate_windows
+    per_minute = used / span * 60
+    return {"parallel": parallel, "requests": used, "seconds": span, "finished": finished,
+            "full_windows": complete, "requests_per_minute": per_minute,
+            "share_of_limit": used / allowed,
+            "http_429": sum(1 for r in log if r["status"] == 429)}
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+def table(res: Results, size: Size) -> str:
+    f = res.figures
+    tap, base = f["tap"], f["baseline"]
+    ratio = tap["records_per_s"] / base["records_per_s"]
+    f["tap_over_baseline"] = ratio
+    rows = [
+        ((f"Tap alone: `{ENTITY}`, {size.records:,} records, page {size.page_size}, stdout to "
+         "/dev/null"), f"{tap['records_per_s']:,.0f} records/s",
+         (f"{tap['seconds']:.1f} s wall (incl. {tap['startup_s']:.1f} s start-up); peak memory "
+         f"{tap['peak_memory_mib']:.0f} MiB")),
+        ("Baseline: requests + json, same pages, same RECORD lines",
+         f"{base['records_per_s']:,.0f} records/s",
+         (f"tap / baseline = **{ratio:.2f}** (goal >= 0.6); peak memory "
+         f"{base['peak_memory_mib']:.0f} MiB")),
+    ]
+    rows.append(meltano_row(f["meltano"]))
+    rows.append(dlt_row(f["dlt"], f["meltano"], tap, size))
+    for run in f["rate"].values():
+        label = ("sequential (max_parallel_streams=1)" if run["parallel"] == 1
+                 else f"concurrent (max_parallel_streams={run['parallel']})")
+        rows.append((
+            (f"Rate budget, {size.latency_ms:.0f} ms latency, {size.rate_limit} reads per "
+            f"{size.rate_window_s:.0f} s, 15 streams: {label}"),
+            f"**{100 * run['share_of_limit']:.0f}%** of the limit",
+            f"{run['requests_per_minute']:.0f} requests/min over the first {run['seconds']:.0f} s; "
+            f"{run['http_429']} x 429" + ("" if run["full_windows"] else " (sync ended sooner)"),
+        ))
+    lines = ["| Measure | Result | Notes |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def meltano_row(m: dict) -> tuple[str, str, str]:
+    label = "`meltano run tap-apixx target-duckdb`, same data"
+    if "skipped" in m:
+        return label, "skipped", m["skipped"]
+    return (label, f"{m['records_per_s']:,.0f} records/s end to end",
+            (f"{m['seconds']:.1f} s, {m['records']:,} rows; tap alone {m['tap_alone_s']:.1f} s, "
+            f"target-duckdb alone {m['target_alone_s']:.1f} s, meltano start-up and piping "
+            f"{m['overhead_s']:.1f} s"))
+
+
+def dlt_row(d: dict, m: dict, tap: dict, size: Size) -> tuple[str, str, str]:
+    label = "Peer: dlt `rest_api` (cursor paginator) into DuckDB, same entity"
+    if "skipped" in d:
+        return label, "skipped", d["skipped"]
+    ours = m.get("records_per_s")
+    versus = f"meltano run / dlt = {ours / d['records_per_s']:.2f}; " if ours else ""
+    lost = size.records - d["records"]
+    return (label, f"{d['records_per_s']:,.0f} records/s",
+            f"{versus}tap alone / dlt = {tap['records_per_s'] / d['records_per_s']:.2f}; "
+            f"dlt loaded {d['records']:,} rows of {size.records:,}"
+            + (f" (**lost {lost:,}** at tied page boundaries)" if lost else ""))
+
+
+def run(size: Size, out: Path) -> Results:
+    res = Results(size=asdict(size), started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    with tempfile.TemporaryDirectory(prefix="apixx-bench-") as tmp:
+        work = Path(tmp)
+        flags = {"records_per_entity": 10, "records_for": [f"{ENTITY}={size.records}"],
+                 "read_limit": 10**9, "ready_timeout": 600}
+        with EmulatorProcess(**flags) as emu:
+            truth = len(emu.ground_truth(ENTITY))
+            assert truth == size.records, f"emulator has {truth} {ENTITY} records"
+            res.figures["tap"] = bench_tap(emu, size, work)
+            res.figures["baseline"] = bench_baseline(emu, size)
+            res.figures["meltano"] = bench_meltano(emu, size, work)
+            res.figures["dlt"] = bench_dlt(emu, size, work)
+        res.figures["rate"] = bench_rate(size, work)
+    res.figures["table"] = table(res, size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(asdict(res), indent=2) + "\n")
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves the benchmark works")
+    parser.add_argument("--json", type=Path, default=ROOT / "output" / "bench-results.json",
+                        help="where to write the figures (default: output/bench-results.json)")
+    parser.add_argument("--baseline-client", nargs=3, metavar=("URL", "ENTITY", "PAGE"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--dlt-client", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_client:
+        url, entity, page = args.baseline_client
+        return baseline_client(url, entity, int(page))
+    if args.dlt_client:
+        url, entity, page, db, pipes = args.dlt_client
+        return dlt_client(url, entity, int(page), db, pipes)
+    size = QUICK if args.quick else Size()
+    started = time.perf_counter()
+    res = run(size, args.json)
+    print(f"\ntap-apixx benchmark ({'quick' if args.quick else 'full'}; emulator on loopback; "
+          f"{time.perf_counter() - started:.0f} s; figures in {args.json})\n")
+    print(res.figures["table"])
+
+
+if __name__ == "__main__":
+    main()
