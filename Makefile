@@ -38,7 +38,15 @@ soak: install plugins
 bench-emulator: install
 	$(PY) scripts/bench_emulator.py
 
-bench: install
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	@echo "Installing the benchmark's tools (dlt, pyinstrument) into $(VENV) ..."
+	@$(PIP) install -e ".[dev,bench]" > $(VENV)/pip-bench.log 2>&1 || { tail -30 $(VENV)/pip-bench.log; echo "error: installing the bench extra failed (full log in $(VENV)/pip-bench.log)"; exit 1; }
+	@touch $(BENCH_STAMP)
+
+# several minutes: throughput of the tap, a baseline, meltano run, dlt, and rate-budget use
+bench: install plugins $(BENCH_STAMP)
 	$(PY) scripts/bench.py
 
 demo: install plugins
@@ -47,8 +55,9 @@ demo: install plugins
 lint: install
 	$(VENV)/bin/ruff check tap_apixx apixx_emulator tests scripts
 
+# discovery needs no key: the streams and schemas are static
 catalog: install
-	$(VENV)/bin/tap-apixx --config catalog/discover-config.json --discover > catalog/catalog.json
+	$(VENV)/bin/tap-apixx --discover > catalog/catalog.json.tmp && mv catalog/catalog.json.tmp catalog/catalog.json
 
 clean:
 	rm -rf $(VENV) .meltano .pytest_cache output/*.duckdb output/jsonl .meltano-install.log
