@@ -169,7 +169,9 @@ def meltano_project(workdir: Path, emu: EmulatorProcess, profile: KillProfile) -
         if loader["name"] == "target-duckdb":
             loader.setdefault("config", {})["batch_size_rows"] = profile.batch_rows
     (workdir / "meltano.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    (workdir / ".meltano").symlink_to(ROOT / ".meltano")  # the installed plugins
+    (workdir / ".meltano").mkdir()  # its own run/ and logs/: a catalog cache that another
+    for kind in ("extractors", "loaders"):  # meltano rewrites meanwhile reads back empty
+        (workdir / ".meltano" / kind).symlink_to(ROOT / ".meltano" / kind)  # installed plugins
     env = MeltanoProject(workdir, emu).env
     env["TAP_APIXX__SELECT"] = watch("select", str([f"{s}.*" for s in profile.streams]).replace(
         "'", '"'))
