@@ -78,17 +78,36 @@ def tap_config(emu: EmulatorProcess, **settings: t.Any) -> dict:
 
 def run_measured(argv: list[str], stdout: t.Any, env: dict | None = None,
                  stdin: t.Any = None) -> tuple[float, int, str]:
-    """Run a process; (wall seconds, peak resident memory in bytes, stderr). Raises if it fails."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, stdin=stdin,
-                            env={**os.environ, **(env or {})}, cwd=ROOT)
-    stderr = proc.stderr.read() if proc.stderr else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    """Run a process; (wall seconds, peak resident memory in bytes, stderr). Raises if it fails.
+
+    The peak is the child's own VmHWM, sampled until it exits: its rusage would also count
+    this (large) process, which it was forked from.
+    """
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=err, stdin=stdin,
+                                env={**os.environ, **(env or {})}, cwd=ROOT)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, high_water_mark(proc.pid))
+            time.sleep(0.01)
+        seconds = time.perf_counter() - started
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {stderr.decode()[-3000:]}")
-    return seconds, usage.ru_maxrss * 1024, stderr.decode(errors="replace")
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {stderr[-3000:]}")
+    return seconds, peak, stderr
+
+
+def high_water_mark(pid: int) -> int:
+    """Peak resident memory of a running process, in bytes (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def rate(records: int, seconds: float) -> float:
