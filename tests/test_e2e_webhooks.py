@@ -10,7 +10,7 @@ import time
 import duckdb
 import pytest
 import requests
-from e2e_helpers import ROOT, MELTANO, MeltanoProject, meltano_available
+from e2e_helpers import MELTANO, ROOT, MeltanoProject, meltano_available
 
 from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess, free_port
 
