@@ -44,9 +44,10 @@ def test_quick_benchmark_prints_the_table_and_writes_the_figures(tmp_path: Path)
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert rows[0] == "| Measure | Result | Notes |"
     assert len(rows) == 7  # the header, tap, baseline, meltano, dlt, and two rate-budget rows
-    figures = json.loads(out.read_text())["figures"]
+    results = json.loads(out.read_text())
+    figures = results["figures"]
     assert figures["table"] in proc.stdout
-    records = figures["size"]["records"]
+    records = results["size"]["records"]
     assert figures["tap"]["records"] == figures["baseline"]["records"] == records
     if "skipped" not in figures["meltano"]:
         assert figures["meltano"]["records"] == records  # every record reached DuckDB
