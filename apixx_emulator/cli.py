@@ -16,7 +16,7 @@ EPILOG = """built-in keys (used when --keys-file is not given):
 
 control plane (no key, loopback only; see the README):
   data:     POST /_emulator/reset, POST /_emulator/churn, GET /_emulator/records/{entity}?tenant=&env=
-  faults:   POST|GET|DELETE /_emulator/faults, POST /_emulator/limits
+  faults:   POST|GET|DELETE /_emulator/faults, POST|GET|DELETE /_emulator/bad-data, POST /_emulator/limits
   requests: GET|DELETE /_emulator/stats, GET /_emulator/health
   ops:      GET /_emulator/time, POST /_emulator/time/advance, GET /_emulator/ops/{flows|runs|connectors},
             POST /_emulator/ops/connectors/{id}/degrade|restore, POST /_emulator/ops/next-run
