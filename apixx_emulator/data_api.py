@@ -14,6 +14,7 @@ from .entities import ENTITIES, field_names
 from .errors import ApiError
 from .models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ApiKey, Store, parse_ts
 
+
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -20,7 +20,7 @@ LOOPBACK = ("127.", "::1", "localhost")
 
 
 def is_api(path: str) -> bool:
-    return path.startswith(DATA_PREFIX) or path.startswith(OPS_PREFIX)
+    return path.startswith((DATA_PREFIX, OPS_PREFIX))
 
 
 def route_name(path: str) -> str:

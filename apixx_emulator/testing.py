@@ -67,7 +67,7 @@ class EmulatorProcess:
         if self.proc and self.proc.stderr:
             self.proc.stderr.close()
 
-    def __enter__(self) -> EmulatorProcess:
+    def __enter__(self) -> EmulatorProcess:  # noqa: PYI034 (the class is not subclassed)
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apixx_emulator.entities import ENTITY_NAMES  # noqa: E402
-from apixx_emulator.testing import EmulatorProcess  # noqa: E402
+from apixx_emulator.entities import ENTITY_NAMES
+from apixx_emulator.testing import EmulatorProcess
 
 GOALS = {"ready_s": 30.0, "rss_gib": 3.0, "page_median_ms": 30.0}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from settings_table import settings_table  # noqa: E402
+from settings_table import settings_table
 
 README = (ROOT / "README.md").read_text()
 
@@ -19,8 +19,8 @@ def test_settings_table_is_the_taps_about_output():
 
 
 def test_every_make_target_the_readme_names_exists():
-    targets = set(re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.M))
-    named = set(re.findall(r"`make ([a-z][a-z-]+)`", README)) | set(re.findall(r"^make ([a-z][a-z-]+)", README, re.M))
+    targets = set(re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    named = set(re.findall(r"`make ([a-z][a-z-]+)`", README)) | set(re.findall(r"^make ([a-z][a-z-]+)", README, re.MULTILINE))
     assert {"demo", "test"} <= named
     assert named <= targets, f"README names make targets the Makefile lacks: {named - targets}"
 
