@@ -23,6 +23,8 @@ from apixx_emulator.testing import EmulatorProcess
 DUCKDB_FILE = ROOT / "output" / "warehouse.duckdb"
 SCHEMA = "apixx"
 CANONICAL = list(ENTITY_NAMES)
+OPS_STREAMS = ("flows", "runs", "connectors")
+OPS_NOTE = {"flows": "full table", "connectors": "full table", "runs": "window"}  # what an ops sync re-reads
 CHURN = {"order": (40, 15), "customer": (25, 5), "invoice": (30, 10), "payment": (10, 10)}
 REVENUE_BY_DAY = f"""
     SELECT CAST(placed_at AS DATE) AS day, count(*) AS orders, sum(total_cents) / 100.0 AS revenue
@@ -80,10 +82,12 @@ def table_counts(emu: EmulatorProcess, emitted: dict[str, int] | None) -> tuple[
     con = duckdb.connect(str(DUCKDB_FILE), read_only=True)
     rows = []
     try:
-        for entity in CANONICAL:
-            truth = len(emu.ground_truth(entity))
+        for entity in (*CANONICAL, *OPS_STREAMS):
+            truth = len(emu.ground_truth(entity)) if entity in CANONICAL else \
+                emu.control("GET", f"/_emulator/ops/{entity}")["count"]
             loaded = con.execute(f'SELECT count(*) FROM {SCHEMA}."{entity}"').fetchone()[0]
-            rows.append((entity, truth, loaded, (emitted or {}).get(entity, 0), sum(CHURN.get(entity, (0, 0)))))
+            changed = sum(CHURN.get(entity, (0, 0))) if entity in CANONICAL else OPS_NOTE[entity]
+            rows.append((entity, truth, loaded, (emitted or {}).get(entity, 0), changed))
         revenue = con.execute(REVENUE_BY_DAY).fetchall()
     finally:
         con.close()
@@ -91,13 +95,13 @@ def table_counts(emu: EmulatorProcess, emitted: dict[str, int] | None) -> tuple[
 
 
 def report(rows: list[tuple], revenue: list[tuple], second: bool) -> bool:
-    header = f"{'entity':<18}{'in the API':>12}{'in DuckDB':>12}" + (f"{'changed':>10}{'synced by this run':>20}" if second else "")
+    header = f"{'stream':<18}{'in the API':>12}{'in DuckDB':>12}" + (f"{'changed':>12}{'synced by this run':>20}" if second else "")
     print("\n" + header + "\n" + "-" * len(header))
     ok = True
     for entity, truth, loaded, synced, changed in rows:
         ok &= truth == loaded
         mark = "" if truth == loaded else "   <-- MISMATCH"
-        print(f"{entity:<18}{truth:>12}{loaded:>12}" + (f"{changed:>10}{synced:>20}" if second else "") + mark)
+        print(f"{entity:<18}{truth:>12}{loaded:>12}" + (f"{changed:>12}{synced:>20}" if second else "") + mark)
     print(f"\nRevenue by day (paid and fulfilled orders), latest 7 days with orders:\n{'day':<12}{'orders':>8}{'revenue':>14}")
     for day, orders, amount in revenue:
         print(f"{day!s:<12}{orders:>8}{amount:>14,.2f}")
