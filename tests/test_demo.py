@@ -1,0 +1,46 @@
+"""`make demo`'s script, run as a user would (small data, its own state and warehouse)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from e2e_helpers import ROOT, meltano_available
+
+from apixx_emulator.testing import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(meltano_available() is not None, reason=str(meltano_available()))]
+
+
+def run_demo(tmp_path, port: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+           "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb")}
+    return subprocess.run([sys.executable, "scripts/demo.py", "--port", str(port), "--records-per-entity", "150"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_demo_syncs_churns_and_syncs_only_the_changes(tmp_path):
+    proc = run_demo(tmp_path, free_port())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "MISMATCH" not in proc.stdout and "ground truth: yes" in proc.stdout
+    second = proc.stdout[proc.stdout.index("== Incremental sync"):]
+    rows = re.findall(r"^(\w+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", second, re.MULTILINE)
+    assert len(rows) == 15
+    for entity, in_api, in_duckdb, changed, synced in rows:
+        assert in_api == in_duckdb, entity
+        assert synced == changed, f"{entity}: the second run synced {synced} records, {changed} changed"
+    assert "Revenue by day" in second
+
+
+def test_demo_says_clearly_when_its_port_is_taken(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        proc = run_demo(tmp_path, busy.getsockname()[1])
+    assert proc.returncode == 1
+    assert "already in use" in proc.stderr and "Traceback" not in proc.stderr
