@@ -432,7 +432,7 @@ class CanonicalStream(ApixxStream):
             self.counts["records"] += len(fresh)
             yield from fresh
             self._checkpoint(paginator)
-            progress.tick(paginator.last_ts)
+            progress.tick(paginator.last_ts, page.records[0].get("updated_at") if page.records else None)
         progress.summary()
 
     def _drop_unknown_fields(self, records: list[dict]) -> None:
@@ -488,7 +488,10 @@ class SyncProgress:
         self.window_start = parse_ts(since).timestamp() if since else None
         self.window_end = time.time()
 
-    def tick(self, current_ts: str | None) -> None:
+    def tick(self, current_ts: str | None, first_ts: str | None = None) -> None:
+        """`first_ts`: the earliest record of the page; without a start point the window opens there."""
+        if self.window_start is None and first_ts:
+            self.window_start = parse_ts(first_ts).timestamp()
         now = time.monotonic()
         if now - self.last_log < PROGRESS_EVERY_SECONDS:
             return
@@ -508,8 +511,6 @@ class SyncProgress:
             return "?"
         current = parse_ts(current_ts).timestamp()
         start = self.window_start if self.window_start is not None else current
-        if self.window_start is None:
-            self.window_start = start  # no start point: measure from the first record seen
         span = max(self.window_end - start, 1e-9)
         return f"{min(100.0, 100.0 * (current - start) / span):.1f}%"
 

@@ -51,7 +51,8 @@ class OpsStream(ApixxStream):
         for record in super().request_records(context):
             self.counts["records"] += 1
             yield record
-            progress.tick(record.get(self.replication_key) if self.replication_key else None)
+            stamp = record.get(self.replication_key) if self.replication_key else None
+            progress.tick(stamp, stamp)
         progress.summary()
 
     @property
