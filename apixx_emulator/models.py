@@ -10,10 +10,10 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from .entities import DATE, DERIVED, ENTITIES, GENERATION_ORDER, SOURCES, TIMESTAMP
+from .entities import DATE, DERIVED, ENTITIES, GENERATION_ORDER, SOURCES, TIMESTAMP, between
 from .errors import ApiError
 
 MAX_PAGE_SIZE = 1000  # documented maximum `limit`
@@ -26,12 +26,11 @@ REQUEST_LOG_MAX = 200_000
 
 def iso_ms(ms: int) -> str:
     """RFC 3339 UTC with millisecond precision and a Z, as the API writes `updated_at`."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(ms // 1000)) + f"{ms % 1000:03d}Z"
 
 
 def iso_s(ms: int) -> str:
-    return datetime.fromtimestamp(ms // 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
 
 
 def parse_ts(value: str) -> str:
@@ -274,18 +273,18 @@ def make_record(entity: str, rng: random.Random, refs: dict[str, list[str]], ms:
     for name, gen in spec.fields.items():
         value = gen if isinstance(gen, str) else gen(rng, refs)
         if value == TIMESTAMP:
-            value = iso_s(ms - rng.randint(0, 30 * 86400 * 1000))
+            value = iso_s(ms - between(rng, 0, 30 * 86400 * 1000))
         elif value == DATE:
-            value = iso_s(ms + rng.randint(0, 90 * 86400 * 1000))[:10]
+            value = iso_s(ms + between(rng, 0, 90 * 86400 * 1000))[:10]
         record[name] = value
     if entity in DERIVED:
         DERIVED[entity](record)
     system = spec.source
-    record["external_ids"] = {system: f"{system[:3]}_{rng.randint(10**7, 10**8 - 1)}"}
+    record["external_ids"] = {system: f"{system[:3]}_{between(rng, 10**7, 10**8 - 1)}"}
     if rng.random() < 0.3:
         other = rng.choice(SOURCES)
-        record["external_ids"][other] = f"{other[:3]}_{rng.randint(10**7, 10**8 - 1)}"
-    record["last_source_update_at"] = iso_s(ms - rng.randint(0, 5000))
+        record["external_ids"][other] = f"{other[:3]}_{between(rng, 10**7, 10**8 - 1)}"
+    record["last_source_update_at"] = iso_s(ms - between(rng, 0, 5000))
     record["updated_at"] = iso_ms(ms)
     return record
 
