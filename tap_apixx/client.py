@@ -455,27 +455,19 @@ class CanonicalStream(ApixxStream):
                     self._warn_new_field(name)
 
     def _warn_wrong_type(self, name: str, value: t.Any) -> None:
-        warned = self.__dict__.setdefault("_warned_types", set())
-        if name not in warned:
-            warned.add(name)
-            self.logger.warning(
-                "Stream '%s': the API sent field '%s' as %s, not the type the schema says; "
-                "passing it on unchanged.",
-                self.name,
-                name,
-                type(value).__name__,
-            )
+        self._warn_once("type", name, "Stream '%s': the API sent field '%s' as %s, not the type the "
+                        "schema says; passing it on unchanged.", type(value).__name__)
 
     def _warn_new_field(self, name: str) -> None:
-        warned = self.__dict__.setdefault("_warned_fields", set())
-        if name not in warned:
-            warned.add(name)
-            self.logger.warning(
-                "Stream '%s': the API sent field '%s', unknown to the schema; ignoring it "
-                "(update the tap to sync it).",
-                self.name,
-                name,
-            )
+        self._warn_once("new", name, "Stream '%s': the API sent field '%s', unknown to the schema; "
+                        "ignoring it (update the tap to sync it).")
+
+    def _warn_once(self, kind: str, name: str, message: str, *args: t.Any) -> None:
+        """Warn once per stream, kind and field name: not once per record."""
+        warned = self.__dict__.setdefault("_warned", set())
+        if (kind, name) not in warned:
+            warned.add((kind, name))
+            self.logger.warning(message, self.name, name, *args)
 
 
 class SyncProgress:
