@@ -102,3 +102,13 @@ class EmulatorProcess:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         headers.update(kwargs.pop("headers", {}))
         return self.http.get(self.base_url + path, headers=headers, timeout=60, **kwargs)
+
+
+def assert_error_envelope(response: requests.Response, status: int, code: str) -> dict:
+    """The documented error body: status, code, a message, and the request id of the header."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["request_id"] == response.headers["X-Request-Id"]
+    assert error["message"]
+    return error

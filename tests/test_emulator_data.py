@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from apixx_emulator.entities import ENTITIES, ENTITY_NAMES, field_names
-from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess
+from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess, assert_error_envelope
 
 GLOBEX = "apx_live_globex_3a7e9c1d5b2f"
 ACME_TEST = "apx_test_acme_8d2b6f0c4e1a"
@@ -23,13 +23,6 @@ def page(emu: EmulatorProcess, entity: str, key: str = DEFAULT_KEY, **params) ->
     return response.json()
 
 
-def assert_envelope(response: requests.Response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert error["request_id"] == response.headers["X-Request-Id"]
-    assert error["message"]
-    return error
 
 
 # -- the data API ---------------------------------------------------------------------------
@@ -67,7 +60,7 @@ def test_updated_since_is_inclusive(emulator):
     ({"fields": "status,colour"}, "colour"),
 ])
 def test_malformed_parameters_are_422_naming_the_parameter(emulator, params, named):
-    error = assert_envelope(emulator.get(f"{DATA}/order", params=params), 422, "validation_error")
+    error = assert_error_envelope(emulator.get(f"{DATA}/order", params=params), 422, "validation_error")
     assert named in error["message"]
 
 
@@ -80,14 +73,14 @@ def test_get_one_record_and_unknown_ids(emulator):
     record = emulator.ground_truth("payment")[7]
     response = emulator.get(f"{DATA}/payment/{record['canonical_id']}")
     assert response.status_code == 200 and response.json() == record
-    assert_envelope(emulator.get(f"{DATA}/payment/00000000-0000-4000-8000-000000000000"), 404, "not_found")
-    assert_envelope(emulator.get(f"{DATA}/widget"), 404, "not_found")
+    assert_error_envelope(emulator.get(f"{DATA}/payment/00000000-0000-4000-8000-000000000000"), 404, "not_found")
+    assert_error_envelope(emulator.get(f"{DATA}/widget"), 404, "not_found")
 
 
 def test_other_tenants_and_environments_see_404_not_403(emulator):
     record_id = emulator.ground_truth("customer")[0]["canonical_id"]
     for key in (GLOBEX, ACME_TEST):
-        assert_envelope(emulator.get(f"{DATA}/customer/{record_id}", key=key), 404, "not_found")
+        assert_error_envelope(emulator.get(f"{DATA}/customer/{record_id}", key=key), 404, "not_found")
     acme = {r["canonical_id"] for r in emulator.ground_truth("customer")}
     globex = {r["canonical_id"] for r in emulator.ground_truth("customer", tenant="globex")}
     assert acme and globex and not acme & globex
@@ -154,15 +147,15 @@ def test_inclusive_cursor_repeats_the_boundary_records(emulator_factory):
 # -- auth ------------------------------------------------------------------------------------
 
 def test_missing_and_unknown_keys_are_401_without_echoing_the_key(emulator):
-    assert_envelope(emulator.get(f"{DATA}/order", key=""), 401, "unauthorized")
+    assert_error_envelope(emulator.get(f"{DATA}/order", key=""), 401, "unauthorized")
     bogus = "apx_live_not_a_real_key_123"
     response = emulator.get(f"{DATA}/order", key=bogus)
-    assert_envelope(response, 401, "unauthorized")
+    assert_error_envelope(response, 401, "unauthorized")
     assert bogus not in response.text and "X-RateLimit-Limit" in response.headers
 
 
 def test_missing_scope_is_403_naming_it(emulator):
-    error = assert_envelope(emulator.get(f"{DATA}/order", key=NO_DATA_SCOPE), 403, "forbidden")
+    error = assert_error_envelope(emulator.get(f"{DATA}/order", key=NO_DATA_SCOPE), 403, "forbidden")
     assert "data:read" in error["message"]
 
 
@@ -188,7 +181,7 @@ def test_rate_limit_headers_and_429_with_retry_after(emulator_factory):
         assert int(response.headers["X-RateLimit-Reset"]) >= int(time.time())
     assert remaining == [4, 3, 2, 1, 0]
     over = emu.get(f"{DATA}/order")
-    assert_envelope(over, 429, "rate_limited")
+    assert_error_envelope(over, 429, "rate_limited")
     assert 1 <= int(over.headers["Retry-After"]) <= 60
     assert emu.get(f"{DATA}/order", key=GLOBEX).status_code == 200  # per key
 
@@ -201,10 +194,10 @@ def test_every_response_has_a_fresh_request_id(emulator):
 
 
 def test_unknown_path_and_wrong_method_use_the_envelope(emulator):
-    assert_envelope(emulator.get("/api/public/nothing/here"), 404, "not_found")
+    assert_error_envelope(emulator.get("/api/public/nothing/here"), 404, "not_found")
     response = emulator.http.delete(emulator.base_url + f"{DATA}/order",
                                     headers={"Authorization": f"Bearer {DEFAULT_KEY}"})
-    assert_envelope(response, 405, "method_not_allowed")
+    assert_error_envelope(response, 405, "method_not_allowed")
 
 
 def test_openapi_document_lists_the_data_routes(emulator):
@@ -268,7 +261,7 @@ def only(emu: EmulatorProcess, kind: str, **extra) -> None:
 
 def test_injected_500(faulty):
     only(faulty, "error_500")
-    assert_envelope(faulty.get(f"{DATA}/order"), 500, "internal_error")
+    assert_error_envelope(faulty.get(f"{DATA}/order"), 500, "internal_error")
 
 
 def test_injected_html_502(faulty):
@@ -281,7 +274,7 @@ def test_injected_html_502(faulty):
 def test_injected_429_carries_retry_after(faulty):
     only(faulty, "rate_429", retry_after=7)
     response = faulty.get(f"{DATA}/order")
-    assert_envelope(response, 429, "rate_limited")
+    assert_error_envelope(response, 429, "rate_limited")
     assert response.headers["Retry-After"] == "7"
 
 

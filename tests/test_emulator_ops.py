@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess
+from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess, assert_error_envelope
 
 ACME_TEST = "apx_test_acme_8d2b6f0c4e1a"
 GLOBEX = "apx_live_globex_3a7e9c1d5b2f"
@@ -40,11 +40,7 @@ def ok(response: requests.Response, status: int = 200) -> Any:
 
 
 def error(response: requests.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()["error"]
-    assert body["code"] == code
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    return body["message"]
+    return assert_error_envelope(response, status, code)["message"]
 
 
 def truth(emu: EmulatorProcess, kind: str, tenant: str = "acme", env: str = "live") -> list[dict]:
