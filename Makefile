@@ -53,7 +53,7 @@ demo: install plugins
 	$(PY) scripts/demo.py
 
 lint: install
-	$(VENV)/bin/ruff check tap_apixx apixx_emulator tests scripts
+	$(VENV)/bin/ruff check tap_apixx apixx_emulator apixx_webhooks tests scripts
 
 # discovery needs no key: the streams and schemas are static
 catalog: install

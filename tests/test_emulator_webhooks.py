@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess, free_port
-from tap_apixx.webhooks.verify import verify
+from apixx_webhooks.verify import verify
 
 SECRET = "whsec_emulator_test_91f2"
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from tap_apixx.webhooks.cli import main
-from tap_apixx.webhooks.server import ReceiverConfig, serve_in_background
-from tap_apixx.webhooks.store import EventStore, StoredEvent
-from tap_apixx.webhooks.sync_runner import COMMAND_NOT_RUNNABLE, SyncTrigger
-from tap_apixx.webhooks.verify import sign
+from apixx_webhooks.cli import main
+from apixx_webhooks.server import ReceiverConfig, serve_in_background
+from apixx_webhooks.store import EventStore, StoredEvent
+from apixx_webhooks.sync_runner import COMMAND_NOT_RUNNABLE, SyncTrigger
+from apixx_webhooks.verify import sign
 
 SECRET = "whsec_server_test_91ab"
 MAX_BODY = 4096
@@ -470,7 +470,7 @@ def serve_process(tmp_path: Path, db: Path) -> Iterator[tuple[str, Path, list[st
     synced = tmp_path / "synced.txt"
     env = {**os.environ, "APIXX_WEBHOOK_SECRET": SECRET}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tap_apixx.webhooks.cli", "serve", "--port", "0", "--db", str(db),
+        [sys.executable, "-m", "apixx_webhooks.cli", "serve", "--port", "0", "--db", str(db),
          "--on", "run.succeeded", "--on", "run.partial", "--run", _append_command(synced),
          "--debounce-seconds", "1"],  # generous, so a slow CI still sees one burst
         env=env, stderr=subprocess.PIPE, text=True,

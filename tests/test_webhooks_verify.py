@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tap_apixx.webhooks.verify import (
+from apixx_webhooks.verify import (
     MalformedSignatureHeader,
     SignatureError,
     SignatureMismatch,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tap_apixx.webhooks.verify import (
+from apixx_webhooks.verify import (
     MalformedSignatureHeader,
     SignatureError,
     SignatureMismatch,

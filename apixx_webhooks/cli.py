@@ -11,16 +11,16 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tap_apixx.webhooks.server import DEFAULT_MAX_BODY, ReceiverConfig, WebhookServer
-from tap_apixx.webhooks.store import (
+from apixx_webhooks.server import DEFAULT_MAX_BODY, ReceiverConfig, WebhookServer
+from apixx_webhooks.store import (
     DEFAULT_DB_PATH,
     EventStore,
     StoredEvent,
     StoreError,
     parse_since,
 )
-from tap_apixx.webhooks.sync_runner import KNOWN_EVENTS, SyncTrigger
-from tap_apixx.webhooks.verify import sign
+from apixx_webhooks.sync_runner import KNOWN_EVENTS, SyncTrigger
+from apixx_webhooks.verify import sign
 
 log = logging.getLogger("apixx_webhooks")
 DEFAULT_SECRET_ENV = "APIXX_WEBHOOK_SECRET"

@@ -13,9 +13,9 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from tap_apixx.webhooks.store import EventStore, StoredEvent, StoreError, utc_now_iso
-from tap_apixx.webhooks.sync_runner import SyncTrigger
-from tap_apixx.webhooks.verify import DEFAULT_TOLERANCE, SignatureError, verify
+from apixx_webhooks.store import EventStore, StoredEvent, StoreError, utc_now_iso
+from apixx_webhooks.sync_runner import SyncTrigger
+from apixx_webhooks.verify import DEFAULT_TOLERANCE, SignatureError, verify
 
 log = logging.getLogger("apixx_webhooks.server")
 
