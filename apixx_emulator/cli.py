@@ -10,12 +10,13 @@ import time
 
 from .entities import ENTITY_NAMES
 from .models import DEFAULT_KEYS, Settings
+from .timestamps import CURSOR_MODES, PRECISIONS, SINCE_MODES
 
 EPILOG = """built-in keys (used when --keys-file is not given):
 """ + "\n".join(f"  {k['key']:<32} tenant={k['tenant']:<7} scopes={' '.join(k['scopes'])}" for k in DEFAULT_KEYS) + """
 
 control plane (no key, loopback only; see the README):
-  data:     POST /_emulator/reset, POST /_emulator/churn, GET /_emulator/records/{entity}?tenant=&env=
+  data:     POST /_emulator/reset (also switches cursor_mode, since_mode, timestamp_precision), POST /_emulator/churn, GET /_emulator/records/{entity}?tenant=&env=
   faults:   POST|GET|DELETE /_emulator/faults, POST|GET|DELETE /_emulator/bad-data, POST /_emulator/limits
   requests: GET|DELETE /_emulator/stats, GET /_emulator/health
   ops:      GET /_emulator/time, POST /_emulator/time/advance, GET /_emulator/ops/{flows|runs|connectors},
@@ -49,8 +50,13 @@ def parser() -> argparse.ArgumentParser:
                    help="records generated per entity, tenant and environment (default: 2000)")
     p.add_argument("--records-for", action="append", default=[], type=entity_count, metavar="ENTITY=N",
                    help="generate N records of ENTITY instead of --records-per-entity (repeatable)")
-    p.add_argument("--cursor-mode", choices=("exclusive", "inclusive"), default="exclusive",
+    p.add_argument("--cursor-mode", choices=CURSOR_MODES, default="exclusive",
                    help="how `cursor` compares with updated_at: exclusive '>' (default) or inclusive '>='")
+    p.add_argument("--since-mode", choices=SINCE_MODES, default="inclusive",
+                   help="how `updated_since` compares with updated_at: inclusive '>=' (default) or exclusive '>'")
+    p.add_argument("--timestamp-precision", choices=tuple(PRECISIONS), default="ms",
+                   help="updated_at in milliseconds with a Z, e.g. 2026-07-18T10:00:00.123Z (ms, default), "
+                        "or in microseconds with an offset, e.g. 2026-07-18T10:00:00.123456+00:00 (us)")
     p.add_argument("--max-tie-size", type=positive, default=1000,
                    help="largest group of records generated with one shared updated_at (default: 1000)")
     p.add_argument("--keys-file", help='JSON list of {"key", "tenant", "scopes"} replacing the built-in keys')
@@ -80,6 +86,7 @@ def load_keys(path: str) -> list[dict]:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     settings = Settings(seed=args.seed, records_per_entity=args.records_per_entity, cursor_mode=args.cursor_mode,
+                        since_mode=args.since_mode, timestamp_precision=args.timestamp_precision,
                         max_tie_size=args.max_tie_size, read_limit=args.read_limit, write_limit=args.write_limit,
                         trigger_limit=args.trigger_limit, rate_window_seconds=args.rate_window_seconds,
                         records_for=dict(args.records_for))

@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from .models import iso_ms
+from .timestamps import iso_ms
 
 
 class EmulatorClock:

@@ -12,7 +12,8 @@ from . import bad_data
 from .data_api import check_entity, json_response
 from .errors import ApiError
 from .faults import FaultConfig
-from .models import Store, parse_ts
+from .models import Store
+from .timestamps import CURSOR_MODES, PRECISIONS, SINCE_MODES, parse_us
 
 
 def dataset_of(store: Store, tenant: str, env: str):
@@ -35,10 +36,14 @@ def build(store: Store) -> APIRouter:
         seed, n = body.get("seed"), body.get("records_per_entity")
         if (seed is not None and not isinstance(seed, int)) or (n is not None and (not isinstance(n, int) or n < 1)):
             raise ApiError(422, "validation_error", "'seed' must be an integer and 'records_per_entity' a positive integer.")
-        store.reset(seed, n)
+        modes = {"cursor_mode": CURSOR_MODES, "since_mode": SINCE_MODES, "timestamp_precision": tuple(PRECISIONS)}
+        for name, allowed in modes.items():
+            if body.get(name) is not None and body[name] not in allowed:
+                raise ApiError(422, "validation_error", f"'{name}' must be one of {', '.join(allowed)}.")
+        store.reset(seed=seed, records_per_entity=n, **{name: body.get(name) for name in modes})
         for hook in store.extensions.get("on_reset", []):
             hook()
-        return json_response({"seed": store.settings.seed, "records_per_entity": store.settings.records_per_entity})
+        return json_response({name: getattr(store.settings, name) for name in store.RESETTABLE})
 
     @router.post("/churn")
     async def churn(body: dict[str, Any] = Body(...)) -> Response:
@@ -50,8 +55,8 @@ def build(store: Store) -> APIRouter:
         at = body.get("at")
         if at is not None:
             try:
-                at = parse_ts(at)
-            except (TypeError, ValueError):
+                at = parse_us(at)
+            except (TypeError, ValueError, AttributeError, OverflowError):
                 raise ApiError(422, "validation_error", "'at' must be an RFC 3339 timestamp.") from None
         dataset = dataset_of(store, body.get("tenant", "acme"), body.get("env", "live"))
         result = dataset.churn(entity, updates, inserts, bool(body.get("tie", False)), body.get("set"), at)

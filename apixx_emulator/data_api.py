@@ -12,7 +12,8 @@ from pydantic import BaseModel
 from . import bad_data
 from .entities import ENTITIES, field_names
 from .errors import ApiError
-from .models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ApiKey, Store, parse_ts
+from .models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ApiKey, Store
+from .timestamps import parse_us
 
 
 class ErrorBody(BaseModel):
@@ -51,12 +52,13 @@ def check_entity(entity: str) -> None:
         raise ApiError(404, "not_found", f"Unknown entity '{entity}'. Known: {', '.join(sorted(ENTITIES))}.")
 
 
-def timestamp_param(name: str, value: str | None) -> str | None:
+def timestamp_param(name: str, value: str | None) -> int | None:
+    """The instant (microseconds) of an RFC 3339 parameter: Z or an offset, any fraction."""
     if value is None:
         return None
     try:
-        return parse_ts(value)
-    except ValueError:
+        return parse_us(value)
+    except (ValueError, OverflowError):
         raise ApiError(422, "validation_error", f"Parameter '{name}' is not an RFC 3339 timestamp: {value!r}.") from None
 
 
@@ -87,7 +89,7 @@ def build(store: Store) -> APIRouter:
         entity: str,
         limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
         cursor: str | None = Query(None, description="next_cursor of the previous page"),
-        updated_since: str | None = Query(None, description="RFC 3339; inclusive"),
+        updated_since: str | None = Query(None, description="RFC 3339; inclusive (>=) unless --since-mode exclusive"),
         fields: str | None = Query(None, description="comma-separated field names"),
     ) -> Response:
         key = require_scope(request, "data:read")
@@ -96,9 +98,11 @@ def build(store: Store) -> APIRouter:
         after = timestamp_param("cursor", cursor)
         wanted = field_list(entity, fields)
         dataset = store.dataset(key.tenant, key.env)
-        inclusive = store.settings.cursor_mode == "inclusive"
+        modes, precision = store.settings, dataset.precision
+        since_bound = None if since is None else precision.lower_bound(since, modes.since_mode == "inclusive")
+        after_bound = None if after is None else precision.lower_bound(after, modes.cursor_mode == "inclusive")
         with dataset.lock:
-            page, next_cursor = dataset.tables[entity].page(since, after, inclusive, limit)
+            page, next_cursor = dataset.tables[entity].page(since_bound, after_bound, limit)
             payload = {"entity": entity, "count": len(page), "next_cursor": next_cursor,
                        "data": project(page, wanted)}
             body = bad_data.of(store).serve(entity, payload)  # as JSON, unless bad data is planned

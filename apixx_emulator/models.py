@@ -10,11 +10,11 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from .entities import DATE, DERIVED, ENTITIES, GENERATION_ORDER, SOURCES, TIMESTAMP, between
 from .errors import ApiError
+from .timestamps import PRECISIONS, Precision, iso_ms, iso_s, parse_us
 
 MAX_PAGE_SIZE = 1000  # documented maximum `limit`
 DEFAULT_PAGE_SIZE = 100  # documented default `limit`
@@ -22,28 +22,6 @@ WINDOW_SECONDS = 60  # the rate limiter's sliding window
 DATA_START_MS = 1751328000000  # 2025-07-01T00:00:00Z: generated history starts here ...
 DATA_SPAN_MS = 365 * 86400 * 1000  # ... and covers one year
 REQUEST_LOG_MAX = 200_000
-
-
-def iso_ms(ms: int) -> str:
-    """RFC 3339 UTC with millisecond precision and a Z, as the API writes `updated_at`."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(ms // 1000)) + f"{ms % 1000:03d}Z"
-
-
-def iso_s(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
-
-
-def parse_ts(value: str) -> str:
-    """Normalise an RFC 3339 timestamp to the API's `updated_at` form, or raise ValueError."""
-    dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    if dt.tzinfo is None:
-        raise ValueError("timestamp needs a time zone (Z or +hh:mm)")
-    ms = int(dt.timestamp() * 1000 + (0.5 if dt.timestamp() >= 0 else -0.5))
-    return iso_ms(ms)
-
-
-def to_ms(iso: str) -> int:
-    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000 + 0.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,7 +136,8 @@ def bucket_for(method: str, path: str) -> str:
 
 @dataclass
 class Table:
-    """One entity's records in one dataset, kept sorted by (updated_at, canonical_id)."""
+    """One entity's records in one dataset, kept sorted by (updated_at, canonical_id). Every
+    updated_at of a dataset has one form and width, so string order is instant order."""
 
     entity: str
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -169,11 +148,10 @@ class Table:
         self.records.sort(key=lambda r: (r["updated_at"], r["canonical_id"]))
         self.stamps = [r["updated_at"] for r in self.records]
 
-    def page(self, since: str | None, cursor: str | None, inclusive: bool, limit: int) -> tuple[list[dict], str | None]:
-        start = bisect.bisect_left(self.stamps, since) if since else 0
-        if cursor:
-            at = bisect.bisect_left(self.stamps, cursor) if inclusive else bisect.bisect_right(self.stamps, cursor)
-            start = max(start, at)
+    def page(self, since: str | None, after: str | None, limit: int) -> tuple[list[dict], str | None]:
+        """Up to `limit` records from the first whose updated_at is at or past both bounds (each a
+        stamp string from `Precision.lower_bound`, which has already applied the >= or > rule)."""
+        start = max(bisect.bisect_left(self.stamps, bound) for bound in (since or "", after or ""))
         page = self.records[start:start + limit]
         more = start + limit < len(self.records)
         return page, (page[-1]["updated_at"] if page and more else None)
@@ -199,15 +177,17 @@ def tie_group_sizes(n: int, rng: random.Random, max_tie: int) -> list[int]:
     return sizes
 
 
-def timeline(n: int, rng: random.Random, max_tie: int) -> list[int]:
-    """n ascending millisecond stamps across the generated year, with tie groups."""
+def timeline(n: int, rng: random.Random, max_tie: int, per_ms: int = 1) -> list[int]:
+    """n ascending stamps across the generated year, with tie groups, in units of 1/per_ms
+    millisecond. The random draws do not depend on the unit: a microsecond dataset has the same
+    tie groups as the millisecond one, at instants with a sub-millisecond part."""
     sizes = tie_group_sizes(n, rng, max_tie)
     step = DATA_SPAN_MS / max(1, len(sizes))
     stamps: list[int] = []
     t = float(DATA_START_MS)
     for size in sizes:
         t += rng.uniform(1, 2 * step)
-        stamps.extend([int(t)] * size)
+        stamps.extend([int(t * per_ms)] * size)
     return stamps
 
 
@@ -215,18 +195,20 @@ class Dataset:
     """Everything one tenant sees in one environment."""
 
     def __init__(self, tenant: str, env: str, seed: int, records_per_entity: int, max_tie: int,
-                 records_for: dict[str, int] | None = None):
+                 records_for: dict[str, int] | None = None, precision: Precision = PRECISIONS["ms"]):
         self.tenant, self.env = tenant, env
+        self.precision = precision
         counts = records_for or {}  # per-entity overrides of records_per_entity
         self.lock = threading.RLock()
         self.tables: dict[str, Table] = {}
         self.ops: Any = None  # filled in by the ops model (apixx_emulator.ops) when present
         rng = random.Random(f"{seed}/{tenant}/{env}")
         refs: dict[str, list[str]] = {}
+        per_ms, fmt = precision.per_ms, precision.format
         for entity in GENERATION_ORDER:
             table = Table(entity)
-            for ms in timeline(counts.get(entity, records_per_entity), rng, max_tie):
-                record = make_record(entity, rng, refs, ms)
+            for stamp in timeline(counts.get(entity, records_per_entity), rng, max_tie, per_ms):
+                record = make_record(entity, rng, refs, stamp // per_ms, fmt(stamp))
                 table.records.append(record)
                 table.by_id[record["canonical_id"]] = record
             table.resort()
@@ -235,27 +217,30 @@ class Dataset:
         self.rng = rng
         self.refs = refs
 
-    def latest_ms(self) -> int:
-        return max((to_ms(t.stamps[-1]) for t in self.tables.values() if t.stamps), default=DATA_START_MS)
+    def latest(self) -> int:
+        """The newest stamp of any table, in this dataset's units."""
+        us = max((parse_us(t.stamps[-1]) for t in self.tables.values() if t.stamps), default=DATA_START_MS * 1000)
+        return self.precision.units(us)
 
     def churn(self, entity: str, updates: int, inserts: int, tie: bool, set_fields: dict | None,
-              at: str | None = None) -> dict:
+              at_us: int | None = None) -> dict:
         """Touch `updates` existing records and add `inserts` new ones, each with a fresh updated_at
-        (or, with `at`, stamped at that past instant: a late-arriving change)."""
+        (or, with `at_us`, stamped at that past instant: a late-arriving change)."""
         with self.lock:
-            table = self.tables[entity]
-            ms = to_ms(at) if at else max(int(time.time() * 1000), self.latest_ms() + 1)
+            table, p = self.tables[entity], self.precision
+            now = p.units(time.time_ns() // 1000)
+            first = p.units(at_us) if at_us is not None else max(now, self.latest() + 1)
             touched = self.rng.sample(list(table.by_id), min(updates, len(table.by_id)))
-            stamps = [ms if tie else ms + i for i in range(len(touched) + inserts)]
+            stamps = [first if tie else first + i for i in range(len(touched) + inserts)]
             for cid, stamp in zip(touched, stamps):
                 record = table.by_id[cid]
-                record["updated_at"] = iso_ms(stamp)
-                record["last_source_update_at"] = iso_s(stamp)
+                record["updated_at"] = p.format(stamp)
+                record["last_source_update_at"] = iso_s(stamp // p.per_ms)
                 if set_fields:
                     record.update(set_fields)
             inserted = []
             for stamp in stamps[len(touched):]:
-                record = make_record(entity, self.rng, self.refs, stamp)
+                record = make_record(entity, self.rng, self.refs, stamp // p.per_ms, p.format(stamp))
                 if set_fields:
                     record.update(set_fields)
                 table.records.append(record)
@@ -264,10 +249,12 @@ class Dataset:
                 inserted.append(record["canonical_id"])
             table.resort()
             return {"entity": entity, "updated": touched, "inserted": inserted,
-                    "updated_at": [iso_ms(stamps[0]), iso_ms(stamps[-1])] if stamps else None}
+                    "updated_at": [p.format(stamps[0]), p.format(stamps[-1])] if stamps else None}
 
 
-def make_record(entity: str, rng: random.Random, refs: dict[str, list[str]], ms: int) -> dict[str, Any]:
+def make_record(entity: str, rng: random.Random, refs: dict[str, list[str]], ms: int,
+                updated_at: str | None = None) -> dict[str, Any]:
+    """A new record of `entity` last updated at `ms` (written as `updated_at`, in the dataset's form)."""
     spec = ENTITIES[entity]
     record: dict[str, Any] = {"canonical_id": _uuid(rng)}
     for name, gen in spec.fields.items():
@@ -285,7 +272,7 @@ def make_record(entity: str, rng: random.Random, refs: dict[str, list[str]], ms:
         other = rng.choice(SOURCES)
         record["external_ids"][other] = f"{other[:3]}_{between(rng, 10**7, 10**8 - 1)}"
     record["last_source_update_at"] = iso_s(ms - between(rng, 0, 5000))
-    record["updated_at"] = iso_ms(ms)
+    record["updated_at"] = updated_at or iso_ms(ms)
     return record
 
 
@@ -297,7 +284,9 @@ class Settings:
     seed: int = 42
     records_per_entity: int = 2000
     records_for: dict[str, int] = field(default_factory=dict)  # entity -> count, overriding the above
-    cursor_mode: str = "exclusive"
+    cursor_mode: str = "exclusive"  # `cursor` compares with > (or >= when "inclusive")
+    since_mode: str = "inclusive"  # `updated_since` compares with >= (or > when "exclusive")
+    timestamp_precision: str = "ms"  # updated_at as ...123Z, or "us": ...123456+00:00
     max_tie_size: int = 1000
     read_limit: int = 600
     write_limit: int = 120
@@ -329,19 +318,24 @@ class Store:
             ds = self._datasets.get((tenant, env))
             if ds is None:
                 s = self.settings
-                ds = Dataset(tenant, env, s.seed, s.records_per_entity, s.max_tie_size, s.records_for)
+                ds = Dataset(tenant, env, s.seed, s.records_per_entity, s.max_tie_size, s.records_for,
+                             PRECISIONS[s.timestamp_precision])
                 self._datasets[(tenant, env)] = ds
             return ds
 
     def tenants(self) -> list[tuple[str, str]]:
         return sorted({(k.tenant, k.env) for k in self.keys.by_id.values()})
 
-    def reset(self, seed: int | None, records_per_entity: int | None) -> None:
+    RESETTABLE = ("seed", "records_per_entity", "cursor_mode", "since_mode", "timestamp_precision")
+
+    def reset(self, **changes: Any) -> None:
+        """Drop every dataset (they are made again on first use), with any of RESETTABLE changed."""
         with self._lock:
-            if seed is not None:
-                self.settings.seed = seed
-            if records_per_entity is not None:
-                self.settings.records_per_entity = records_per_entity
+            for name, value in changes.items():
+                if name not in self.RESETTABLE:
+                    raise ValueError(f"cannot reset {name!r}")
+                if value is not None:
+                    setattr(self.settings, name, value)
             self._datasets.clear()
         self.limiter.clear()
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ApiError
-from .models import iso_s
+from .timestamps import iso_s
 
 SCHEDULES = {"every_15m": 900, "hourly": 3600, "every_4h": 14400, "every_6h": 21600,
              "every_12h": 43200, "daily": 86400}  # schedule name -> interval in seconds

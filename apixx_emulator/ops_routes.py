@@ -13,8 +13,9 @@ from .clock import EmulatorClock, hooks
 from .control import dataset_of
 from .data_api import ErrorEnvelope, json_response, require_scope
 from .errors import ApiError
-from .models import Store, iso_s, parse_ts, to_ms
+from .models import Store
 from .ops_models import RUN_STATUSES, TERMINAL, OpsState, Run
+from .timestamps import iso_s, parse_us
 
 DEFAULT_LIMIT = 25  # the ops lists' default page size
 MAX_LIMIT = 100  # the ops lists' largest page size
@@ -147,7 +148,7 @@ def time_param(name: str, value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return to_ms(parse_ts(value))
+        return -(-parse_us(value) // 1000)  # started_at (whole ms) >= from, < to: compare instants
     except ValueError:
         raise ApiError(422, "validation_error", f"Parameter '{name}' is not an RFC 3339 timestamp: {value!r}.") from None
 

@@ -20,7 +20,8 @@ from fastapi.responses import Response
 from .clock import EmulatorClock, clock_of, hooks
 from .data_api import json_response
 from .errors import ApiError
-from .models import Store, iso_ms
+from .models import Store
+from .timestamps import iso_ms
 
 EVENTS = ("run.started", "run.succeeded", "run.partial", "run.failed", "connector.degraded", "flow.paused")
 SEND_TIMEOUT = 5.0  # seconds a subscriber has to answer one attempt
