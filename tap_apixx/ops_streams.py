@@ -6,9 +6,13 @@ import typing as t
 from datetime import timedelta
 from functools import cached_property
 
-from tap_apixx.client import ApixxStream, SyncProgress, iso_ms, parse_ts
-from tap_apixx.pagination import OPS_MAX_PAGE_SIZE, StartingAfterPaginator, response_body
+from tap_apixx.bookmarks import start_point
+from tap_apixx.client import ApixxStream
+from tap_apixx.output import OwnBookmark
+from tap_apixx.pagination import OPS_MAX_PAGE_SIZE, StartingAfterPaginator
+from tap_apixx.progress import SyncProgress
 from tap_apixx.streams import load_schema
+from tap_apixx.transport import response_body
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,14 +30,11 @@ class OpsStream(ApixxStream):
 
     required_scope = "flows:read"
     primary_keys = ("id",)
+    sync_last = True  # after the canonical streams
 
     @property
     def url_base(self) -> str:
         return self.config.get("api_url", "").rstrip("/")
-
-    @property
-    def path(self) -> str:  # type: ignore[override]
-        return f"/{self.name}"
 
     @cached_property
     def page_limit(self) -> int:
@@ -64,7 +65,7 @@ class OpsStream(ApixxStream):
         """`GET /<stream>/<id>`, through the same pacer, retries and error policy as the list."""
         url = f"{self.url_base}{self.path}/{object_id}"
         prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
-        response = self.request_decorator(self._request)(prepared, self.context)
+        response = self.send(prepared, self.context)
         return response_body(response)
 
 
@@ -83,7 +84,7 @@ class ConnectorsStream(OpsStream):
     name = "connectors"
 
 
-class RunsStream(OpsStream):
+class RunsStream(OwnBookmark, OpsStream):
     """Runs, incremental on started_at, re-reading `runs_lookback_hours` before the bookmark.
 
     A run changes after it starts (status, finished_at, counts), so each sync starts from the
@@ -107,13 +108,9 @@ class RunsStream(OpsStream):
     @cached_property
     def start_from(self) -> str | None:  # type: ignore[override]
         """The later of start_date and (bookmark - runs_lookback_hours); None: every run."""
-        starts = []
-        if start_date := self.config.get("start_date"):
-            starts.append(parse_ts(start_date))
-        if bookmark := self.stream_state.get("replication_key_value"):
-            hours = int(self.config.get("runs_lookback_hours", DEFAULT_RUNS_LOOKBACK_HOURS))
-            starts.append(parse_ts(bookmark) - timedelta(hours=hours))
-        since = iso_ms(max(starts)) if starts else None
+        hours = int(self.config.get("runs_lookback_hours", DEFAULT_RUNS_LOOKBACK_HOURS))
+        bookmark = self.stream_state.get("replication_key_value")
+        since = start_point(self.config.get("start_date"), bookmark, timedelta(hours=hours))
         self.logger.info("Syncing 'runs' started from %s", since or "the beginning")
         return since
 
@@ -122,19 +119,19 @@ class RunsStream(OpsStream):
             return {**row, "errors": []}
         return {**row, **self.fetch_detail(row["id"])}  # + errors
 
-    def _increment_stream_state(
-        self, latest_record: dict, *, context: Context | None = None
-    ) -> None:
+    def advance_bookmark(self, latest_record: dict, state: dict) -> None:
         """Bookmark = this run's started_at, unless an earlier run seen is still open."""
         if self.held_at is not None:
             return
-        state = self.get_context_state(context)
         state["replication_key"] = self.replication_key
         state["replication_key_value"] = latest_record["started_at"]
         if latest_record.get("status") in OPEN_RUN_STATUSES:
             self.held_at = latest_record["started_at"]
 
 
+OPS_STREAM_TYPES: tuple[type[OpsStream], ...] = (FlowsStream, RunsStream, ConnectorsStream)
+
+
 def ops_streams(tap: Tap) -> list[OpsStream]:
-    """The three ops streams, after the canonical ones."""
-    return [cls(tap=tap, schema=load_schema(cls.name)) for cls in (FlowsStream, RunsStream, ConnectorsStream)]
+    """The ops streams, after the canonical ones."""
+    return [cls(tap=tap, schema=load_schema(cls.name)) for cls in OPS_STREAM_TYPES]

@@ -1,4 +1,4 @@
-"""RatePacer: one request budget per API key, fed by the X-RateLimit-* headers, thread-safe."""
+"""Rate pacers: one request budget per API key, fed by the X-RateLimit-* headers, thread-safe."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ WINDOW_SECONDS = 60.0  # the server's sliding window (reads: 600 per key per min
 LOW_WATER = 0.10  # start spreading requests when under this share of the limit remains
 MIN_LOW_WATER = 5  # ... or under this many requests, whichever is larger
 SAFETY_SECONDS = 0.1  # margin for network jitter when timing a slot from our own send times
+IN_FLIGHT_EXPIRY = 60.0  # seconds after which a request neither answered nor failed is forgotten
 
 
 class RatePacer:
@@ -115,6 +116,83 @@ class RatePacer:
         if self._remaining > low_water:
             return 0.0
         return (self._reset_at - at) / max(self._remaining, 1)
+
+
+class ConcurrentRatePacer(RatePacer):
+    """RatePacer for several threads sending at once under the key's one budget.
+
+    An answer's X-RateLimit-Remaining does not count the requests still in flight, and an
+    answer may arrive after that of a request sent later. So: only the answer to the latest
+    request sent updates the budget, every request still in flight is taken off it (some may
+    already be counted: that only costs a slot or two), and when the budget is unknown or used
+    up and its reset has passed, one request probes it while the others wait for the answer.
+    """
+
+    def __init__(self, max_per_minute: int | None = None) -> None:
+        super().__init__(max_per_minute)
+        self._ready = threading.Condition(self._lock)
+        self._in_flight: dict[int, float] = {}  # request number -> send time
+        self._sequence = 0
+        self._newest_answered = 0
+
+    def acquire(self) -> float:
+        started = self._clock()
+        with self._ready:
+            while (delay := self._delay(self._clock())) > 0:
+                self._ready.wait(delay)
+            now = self._clock()
+            self._sequence += 1
+            self._in_flight[self._sequence] = now
+            self._local.sequence, self._local.sent_at = self._sequence, now
+            self._sent.append(now)
+            self._next_slot = now + self._spacing(now)
+            if self._remaining is not None:
+                self._remaining -= 1
+        waited = self._clock() - started
+        self.waited_seconds += waited
+        return waited
+
+    def _delay(self, now: float) -> float:
+        """Seconds to wait before looking again (0: send now)."""
+        for sequence, sent_at in list(self._in_flight.items()):
+            if sent_at < now - IN_FLIGHT_EXPIRY:  # never answered nor failed: stop waiting for it
+                del self._in_flight[sequence]
+        budget_known = self._remaining is not None
+        if self._in_flight and (not budget_known or (self._remaining <= 0 <= now - self._reset_at)):
+            return 1.0  # an answer is due first (and wakes us up)
+        at = max(now, self._next_slot, self._cap_slot(now), self._server_slot(now))
+        return at - now
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        remaining = _int(headers.get("X-RateLimit-Remaining"))
+        reset = _int(headers.get("X-RateLimit-Reset"))
+        with self._ready:
+            sequence = getattr(self._local, "sequence", 0)
+            self._in_flight.pop(sequence, None)
+            if remaining is not None and reset is not None:
+                self._learn(headers, sequence, remaining, float(reset))
+            self._ready.notify_all()
+
+    def _learn(self, headers: Mapping[str, str], sequence: int, remaining: int, reset: float) -> None:
+        self._limit = _int(headers.get("X-RateLimit-Limit")) or self._limit
+        if "Retry-After" not in headers:  # a refused request takes no slot in the window
+            self._count(getattr(self._local, "sent_at", self._clock()))
+        if sequence < self._newest_answered:
+            return  # a later request's answer already told us more
+        self._newest_answered = sequence
+        earlier = sum(1 for s in self._in_flight if s < sequence)  # in the window, not answered
+        self._remaining = remaining - len(self._in_flight)
+        self._reset_at = self._sharpen(reset, remaining + earlier)
+
+    def _count(self, sent_at: float) -> None:
+        """Keep the counted send times in send order, though answers come back out of order."""
+        counted = self._counted
+        index = len(counted)
+        while index and counted[index - 1] > sent_at:
+            index -= 1
+        counted.insert(index, sent_at)
+        while len(counted) > (self._limit or 1):
+            counted.popleft()
 
 
 def _int(value: str | None) -> int | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_apixx.errors import OutOfOrderError, TapApixxError, TieGroupTooLargeError
+from tap_apixx.transport import response_body
 
 MAX_PAGE_SIZE = 1000  # documented maximum `limit` of the canonical data API
 MAX_BOOKMARK_IDS = 2 * MAX_PAGE_SIZE  # ids kept in state; trimming costs duplicates, never loss
@@ -193,9 +194,3 @@ class StartingAfterPaginator(BaseAPIPaginator[str | None]):
 
     def get_next(self, response: t.Any) -> str | None:
         return response_body(response)["data"][-1]["id"]
-
-
-def response_body(response: t.Any) -> dict[str, t.Any]:
-    """The JSON body of a response, parsed once by the stream (`apixx_payload`) when it can."""
-    payload = getattr(response, "apixx_payload", None)
-    return payload if isinstance(payload, dict) else response.json()

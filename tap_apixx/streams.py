@@ -1,15 +1,32 @@
-"""Stream declarations: the 15 canonical entities as one table."""
+"""Stream declarations: the 15 canonical entities as one table, and CanonicalStream."""
 
 from __future__ import annotations
 
 import json
 import typing as t
+from datetime import timedelta
+from functools import cached_property
 from importlib import resources
 
-from tap_apixx.client import CanonicalStream
+from singer_sdk.exceptions import RetriableAPIError
+from singer_sdk.helpers.conform import TypeConformanceLevel
+
+from tap_apixx.bookmarks import SEEN_KEY, start_point
+from tap_apixx.client import ApixxStream
+from tap_apixx.error_policy import request_id, rid
+from tap_apixx.output import PageOutput
+from tap_apixx.pagination import MAX_PAGE_SIZE, Page, SeenAt, TieSafePaginator
+from tap_apixx.progress import SyncProgress
+from tap_apixx.schema_drift import SchemaDrift
+from tap_apixx.settings import DEFAULT_LOOKBACK_MINUTES
+from tap_apixx.transport import PAYLOAD_ATTR, response_body
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import requests
     from singer_sdk import Tap
+    from singer_sdk.helpers.types import Context
 
 # entity -> what it holds. Each becomes a stream of that name, keyed by canonical_id and
 # replicated incrementally on updated_at; its JSON Schema is schemas/<entity>.json.
@@ -35,7 +52,107 @@ CANONICAL_ENTITIES: dict[str, str] = {
 def load_schema(entity: str) -> dict[str, t.Any]:
     """The JSON Schema shipped in tap_apixx/schemas/<entity>.json."""
     text = resources.files("tap_apixx").joinpath("schemas", f"{entity}.json").read_text()
-    return json.loads(text)
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+class CanonicalStream(PageOutput, ApixxStream):
+    """One canonical entity of the data API, synced incrementally on updated_at."""
+
+    primary_keys = ("canonical_id",)
+    replication_key = "updated_at"
+    is_sorted = True  # the API returns ascending updated_at; the paginator verifies it
+    check_sorted = False  # lookback re-reads records older than the bookmark on purpose
+    # Records arrive as plain JSON (orjson); unknown fields are dropped and warned about once
+    # (SchemaDrift), so the SDK's per-record recursive conformance would only cost time.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+    STATE_MSG_FREQUENCY = 10**9  # STATE is written after every page instead (_checkpoint)
+
+    @property
+    def url_base(self) -> str:
+        return self.config.get("data_url", "").rstrip("/")
+
+    @cached_property
+    def selected_fields(self) -> frozenset[str]:
+        """The properties the catalog selects (all but the deselected ones)."""
+        props = self.schema["properties"]
+        return frozenset(p for p in props if self.mask.get(("properties", p), True))
+
+    @cached_property
+    def fields_param(self) -> str | None:
+        """`?fields=` for the selected properties; None when all are selected."""
+        selected = [p for p in self.schema["properties"] if p in self.selected_fields]
+        if len(selected) == len(self.schema["properties"]):
+            return None  # ask for everything, so new fields reach us and get reported
+        return ",".join(dict.fromkeys(["canonical_id", "updated_at", *selected]))
+
+    @cached_property
+    def drift(self) -> SchemaDrift:
+        props = self.schema["properties"]
+        return SchemaDrift(self.name, props, self.selected_fields, self.logger)
+
+    def validate_response(self, response: requests.Response) -> None:
+        """A 200 must carry a `data` list; one without it is treated like a truncated body."""
+        super().validate_response(response)
+        payload = getattr(response, PAYLOAD_ATTR, None)
+        if not (isinstance(payload, dict) and isinstance(payload.get("data"), list)):
+            got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+            msg = f"{self.name}: HTTP {response.status_code} body without a 'data' list "
+            raise RetriableAPIError(msg + f"(got {got}) {rid(response)}", response)
+
+    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict:
+        token = next_page_token
+        return {"limit": token.limit, "updated_since": token.since, "fields": self.fields_param}
+
+    # Start point and state
+
+    def get_new_paginator(self) -> TieSafePaginator:
+        since, resume = self._start_point()
+        page_size = int(self.config.get("page_size", MAX_PAGE_SIZE))
+        return TieSafePaginator(self.name, page_size, since, resume, strict=True)
+
+    def _start_point(self) -> tuple[str | None, SeenAt]:
+        """The later of start_date and (bookmark - lookback), and the ids seen at the bookmark."""
+        state = self.stream_state
+        self._bookmark_in = state.get("replication_key_value")
+        self._seen_in = state.get(SEEN_KEY)
+        minutes = float(self.config.get("lookback_minutes", DEFAULT_LOOKBACK_MINUTES))
+        since = start_point(
+            self.config.get("start_date"), self._bookmark_in, timedelta(minutes=minutes)
+        )
+        self.logger.info("Syncing '%s' from %s", self.name, since or "the beginning")
+        return since, SeenAt.from_state(self._seen_in)
+
+    def _checkpoint(self, paginator: TieSafePaginator) -> None:
+        """After each page: its records, then the bookmark at its last instant, then STATE."""
+        seen = paginator.boundary
+        if seen.ts is None:
+            return
+        if self._bookmark_in and seen.ts < self._bookmark_in:
+            value, seen_state = self._bookmark_in, self._seen_in  # still inside the lookback
+        else:
+            value, seen_state = seen.ts, seen.to_state()
+        bookmark = {"replication_key": self.replication_key, "replication_key_value": value}
+        self.commit_page({**bookmark, SEEN_KEY: seen_state})
+
+    # The sync loop
+
+    def request_records(self, context: Context | None) -> Iterator[dict]:
+        paginator = self.get_new_paginator()
+        progress = SyncProgress(self, paginator.current_value.since)
+        while not paginator.finished:
+            prepared = self._prepare_request(context=context, page=paginator)
+            response = self.send(prepared, context)
+            payload = response_body(response)
+            records, cursor = payload.get("data") or [], payload.get("next_cursor")
+            page = Page(records, cursor, request_id(response))
+            fresh = paginator.take(page)
+            paginator.advance(page)  # type: ignore[arg-type]  # may refuse a giant tie group
+            self.drift.check(fresh)
+            self.counts["records"] += len(fresh)
+            yield from fresh
+            self._checkpoint(paginator)
+            progress.tick(paginator.last_ts, records[0].get("updated_at") if records else None)
+        progress.summary()
 
 
 def canonical_streams(tap: Tap) -> list[CanonicalStream]:

@@ -17,8 +17,8 @@ from resilience_helpers import (
 from test_tap_support import config_for, latest, list_requests, parse_messages, run_tap, truth
 
 from apixx_emulator.testing import EmulatorProcess
-from tap_apixx.client import CanonicalStream
 from tap_apixx.errors import ApiRequestError
+from tap_apixx.streams import CanonicalStream
 
 ENTITY = "order"
 PAGE = 20

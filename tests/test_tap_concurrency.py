@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from test_tap_support import TAP, catalog_for, config_for, latest, run_cli, run_tap, truth
 
-from tap_apixx.concurrency import ConcurrentRatePacer
-from tap_apixx.pacing import RatePacer
+from tap_apixx.pacing import ConcurrentRatePacer, RatePacer
+from tap_apixx.settings import config_problems
 from tap_apixx.streams import CANONICAL_ENTITIES
-from tap_apixx.tap import TapApixx, config_problems
+from tap_apixx.tap import TapApixx
 
 ALL_STREAMS = [*CANONICAL_ENTITIES, "flows", "runs", "connectors"]
 DATA_ONLY_KEY = "apixx_acme_data_7b3e1f9a"  # data:read, lacks flows:read
@@ -158,10 +158,11 @@ def test_a_failing_stream_stops_new_starts_but_running_ones_finish(emulator_fact
 
 
 def test_max_parallel_streams_is_validated_and_chooses_the_pacer() -> None:
-    assert config_problems({"max_parallel_streams": 0}) == [
+    schema = TapApixx.config_jsonschema
+    assert config_problems({"max_parallel_streams": 0}, schema) == [
         "max_parallel_streams: 0 is not an integer in 1..18"]
-    assert config_problems({"max_parallel_streams": 19})
-    assert not config_problems({"max_parallel_streams": 18})
+    assert config_problems({"max_parallel_streams": 19}, schema)
+    assert not config_problems({"max_parallel_streams": 18}, schema)
     base = {"api_key": "apx_live_x"}
     assert type(TapApixx(config={**base, "max_parallel_streams": 1}).pacer) is RatePacer
     assert type(TapApixx(config=base).pacer) is ConcurrentRatePacer  # default 4

@@ -9,10 +9,9 @@ import pytest
 from test_tap_support import TAP, config_for, latest, list_requests, run_cli, run_tap, truth
 
 from apixx_emulator.testing import DEFAULT_KEY
-from tap_apixx import client
-from tap_apixx.client import CanonicalStream
+from tap_apixx import error_policy, transport
 from tap_apixx.errors import ApiRequestError
-from tap_apixx.streams import CANONICAL_ENTITIES, load_schema
+from tap_apixx.streams import CANONICAL_ENTITIES, CanonicalStream, load_schema
 from tap_apixx.tap import TapApixx
 
 if t.TYPE_CHECKING:
@@ -117,7 +116,7 @@ def test_persistent_5xx_gives_up_with_one_clear_error(emulator_factory, fast_bac
 
 def test_429_waits_its_retry_after_even_beyond_30s(emulator_factory, monkeypatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(client.time, "sleep", waits.append)
+    monkeypatch.setattr(transport.time, "sleep", waits.append)
     emu = emulator_factory(records_per_entity=100)
     emu.faults(rate_429_rate=0.3, retry_after=95, seed=11)
     result = run_tap(config_for(emu, page_size=4), streams=["payment", "lead"])
@@ -129,9 +128,9 @@ def test_429_waits_its_retry_after_even_beyond_30s(emulator_factory, monkeypatch
 
 
 def test_retry_after_beyond_the_ceiling_fails_clearly(emulator_factory, monkeypatch) -> None:
-    monkeypatch.setattr(client.time, "sleep", lambda _: None)
+    monkeypatch.setattr(transport.time, "sleep", lambda _: None)
     emu = emulator_factory(records_per_entity=10)
-    emu.faults(rate_429_rate=1.0, retry_after=client.MAX_RETRY_AFTER_SECONDS + 1)
+    emu.faults(rate_429_rate=1.0, retry_after=error_policy.MAX_RETRY_AFTER_SECONDS + 1)
     with pytest.raises(ApiRequestError, match="HTTP 429 rate_limited, Retry-After 901 s"):
         run_tap(config_for(emu), streams=["order"])
 

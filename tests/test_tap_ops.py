@@ -16,7 +16,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from test_tap_support import catalog_for, config_for, parse_messages, run_cli, run_tap, truth
 
 from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess
-from tap_apixx.client import iso_ms, parse_ts
+from tap_apixx.bookmarks import iso_ms, parse_ts
 from tap_apixx.pacing import RatePacer
 from tap_apixx.pagination import OPS_MAX_PAGE_SIZE, StartingAfterPaginator
 from tap_apixx.tap import TapApixx

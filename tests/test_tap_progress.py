@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
-from tap_apixx.client import SyncProgress
+from tap_apixx.progress import SyncProgress
 
 
 def fake_stream(records: int) -> SimpleNamespace:
@@ -22,7 +22,7 @@ def test_without_a_start_point_the_window_opens_at_the_first_record(caplog, monk
     now = datetime.now(timezone.utc)
     first, halfway = now - timedelta(days=100), now - timedelta(days=50)
     progress = SyncProgress(fake_stream(500), since=None)
-    monkeypatch.setattr("tap_apixx.client.PROGRESS_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr("tap_apixx.progress.PROGRESS_EVERY_SECONDS", 0.0)
     with caplog.at_level(logging.INFO, logger="test-progress"):
         progress.tick(iso(first + timedelta(days=1)), first_ts=iso(first))  # first page
         progress.tick(iso(halfway))
@@ -33,7 +33,7 @@ def test_without_a_start_point_the_window_opens_at_the_first_record(caplog, monk
 def test_with_a_start_point_the_window_opens_there(caplog, monkeypatch):
     now = datetime.now(timezone.utc)
     progress = SyncProgress(fake_stream(10), since=iso(now - timedelta(days=10)))
-    monkeypatch.setattr("tap_apixx.client.PROGRESS_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr("tap_apixx.progress.PROGRESS_EVERY_SECONDS", 0.0)
     with caplog.at_level(logging.INFO, logger="test-progress"):
         progress.tick(iso(now - timedelta(days=1)), first_ts=iso(now - timedelta(days=5)))
     assert "90." in caplog.records[-1].getMessage() or "89.9" in caplog.records[-1].getMessage()

@@ -21,7 +21,7 @@ from test_tap_support import (
     truth,
 )
 
-from tap_apixx.client import iso_ms, parse_ts
+from tap_apixx.bookmarks import iso_ms, parse_ts
 from tap_apixx.pagination import MAX_PAGE_SIZE
 from tap_apixx.streams import CANONICAL_ENTITIES
 

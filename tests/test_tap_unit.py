@@ -9,7 +9,8 @@ import pytest
 import requests
 from singer_sdk.exceptions import ConfigValidationError
 
-from tap_apixx.client import Action, action_for
+from tap_apixx import error_policy
+from tap_apixx.error_policy import Action, action_for
 from tap_apixx.errors import OutOfOrderError, TieGroupTooLargeError
 from tap_apixx.pacing import RatePacer
 from tap_apixx.pagination import MAX_PAGE_SIZE, Page, PageRequest, SeenAt, TieSafePaginator
@@ -229,13 +230,15 @@ def _response(status: int, body: bytes, headers: dict | None = None) -> requests
 
 
 def test_fatal_messages_name_status_code_request_id_and_hint() -> None:
-    stream = TapApixx(config=CONFIG).streams["order"]
+    def fatal_error(response: requests.Response) -> Exception:
+        return error_policy.fatal_error("order", response, "data:read", KEY)
+
     body = b'{"error": {"code": "forbidden", "message": "lacks data:read", "request_id": "req_9"}}'
-    error = stream._fatal_error(_response(403, body))
+    error = fatal_error(_response(403, body))
     assert str(error).startswith("order: HTTP 403 forbidden: lacks data:read (request_id=req_9)")
     assert "'data:read' scope" in str(error)
     body = f'{{"error": {{"code": "unauthorized", "message": "bad {KEY}"}}}}'.encode()
-    error = stream._fatal_error(_response(401, body, {"X-Request-Id": "req_h"}))
+    error = fatal_error(_response(401, body, {"X-Request-Id": "req_h"}))
     assert KEY not in str(error)
     assert "request_id=req_h" in str(error)
     assert "Check api_key" in str(error)

@@ -1,0 +1,95 @@
+"""SDK seam: `Tap.sync_all` (final in the SDK) replaced to sync several streams at once.
+
+tests/test_unit_sdk_seams.py pins the SDK's sequential `sync_all`, whose steps this repeats.
+"""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+
+from singer_sdk import Tap
+
+from tap_apixx.output import SerialSingerWriter
+
+if t.TYPE_CHECKING:
+    from singer_sdk import Stream
+
+DEFAULT_MAX_PARALLEL_STREAMS = 4  # 4 x ~200 ms requests saturate 600/min; more only adds memory
+
+
+class ParallelSync(Tap):
+    """Tap mixin: `sync_all` runs up to `max_parallel_streams` streams at a time."""
+
+    @property
+    def parallel_streams(self) -> int:
+        """The `max_parallel_streams` setting (1: one stream after another, as the SDK does)."""
+        return int(self.config.get("max_parallel_streams", DEFAULT_MAX_PARALLEL_STREAMS))
+
+    def sync_all(self) -> None:  # type: ignore[misc]  # final in the SDK: see the module doc
+        """Sync the selected streams, up to `max_parallel_streams` at a time."""
+        workers = self.parallel_streams
+        if workers <= 1:
+            super().sync_all()
+            return
+        self._reset_state_progress_markers()
+        self._set_compatible_replication_methods()
+        if self.state:
+            self._state_writer.write_state(self.state)
+        self.before_parallel_sync()
+        streams = sorted(streams_to_sync(self), key=lambda s: getattr(s, "sync_last", False))
+        sync_concurrently(self, streams, min(workers, max(len(streams), 1)))
+        for stream in self.streams.values():
+            stream.log_sync_costs()
+
+    def before_parallel_sync(self) -> None:
+        """Make here, once, whatever the stream threads share."""
+
+
+def streams_to_sync(tap: Tap) -> list[Stream]:
+    """The selected top-level streams, in the tap's order."""
+    chosen = []
+    for stream in tap.streams.values():
+        if not stream.selected and not stream.has_selected_descendents:
+            tap.logger.info("Skipping deselected stream '%s'.", stream.name)
+        elif stream.parent_stream_type is None:
+            chosen.append(stream)
+    return chosen
+
+
+def sync_concurrently(tap: Tap, streams: list[Stream], workers: int) -> None:
+    """Sync `streams` on up to `workers` threads; the first failure stops new starts.
+
+    Streams already running when one fails are let finish (as a sequential sync would have
+    finished them), then the first error is raised. An interrupt of the main thread (SIGTERM,
+    Ctrl-C) stops every thread at its next line of output instead.
+    """
+    for stream in streams:
+        _ = stream.stream_state  # create every bookmark entry now, not while others serialise
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream")
+    futures: list[Future] = []
+    failed = threading.Event()
+    try:
+        futures = [pool.submit(_sync_one, stream, failed) for stream in streams]
+        wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:
+        if isinstance(tap.message_writer, SerialSingerWriter):
+            tap.message_writer.abort("the sync was interrupted")
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # never start a stream after a failure
+    errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+    if errors:
+        raise errors[0]  # type: ignore[misc]
+
+
+def _sync_one(stream: Stream, failed: threading.Event) -> None:
+    if failed.is_set():
+        return  # another stream failed before this one started: do not start it
+    try:
+        stream.sync()
+        stream.finalize_state_progress_markers()
+    except BaseException:
+        failed.set()
+        raise
