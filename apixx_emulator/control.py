@@ -49,9 +49,10 @@ def build(store: Store) -> APIRouter:
     async def churn(body: dict[str, Any] = Body(...)) -> Response:
         entity = body.get("entity", "")
         check_entity(entity)
-        updates, inserts = body.get("updates", 0), body.get("inserts", 0)
-        if not all(isinstance(v, int) and v >= 0 for v in (updates, inserts)):
-            raise ApiError(422, "validation_error", "'updates' and 'inserts' must be non-negative integers.")
+        counts = {name: body.get(name, 0) for name in ("updates", "inserts", "deletes", "merges")}
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ApiError(422, "validation_error", f"'{name}' must be a non-negative integer.")
         at = body.get("at")
         if at is not None:
             try:
@@ -59,7 +60,8 @@ def build(store: Store) -> APIRouter:
             except (TypeError, ValueError, AttributeError, OverflowError):
                 raise ApiError(422, "validation_error", "'at' must be an RFC 3339 timestamp.") from None
         dataset = dataset_of(store, body.get("tenant", "acme"), body.get("env", "live"))
-        result = dataset.churn(entity, updates, inserts, bool(body.get("tie", False)), body.get("set"), at)
+        result = dataset.churn(entity, counts["updates"], counts["inserts"], bool(body.get("tie", False)), body.get("set"),
+                               at, deletes=counts["deletes"], merges=counts["merges"])
         return json_response(result)
 
     @router.post("/faults")
@@ -84,8 +86,9 @@ def build(store: Store) -> APIRouter:
         check_entity(entity)
         dataset = dataset_of(store, tenant, env)
         with dataset.lock:
-            records = dataset.tables[entity].records
-            return json_response({"entity": entity, "tenant": tenant, "env": env, "count": len(records), "data": records})
+            table = dataset.tables[entity]
+            return json_response({"entity": entity, "tenant": tenant, "env": env, "count": len(table.records),
+                                  "data": table.records, "gone": table.gone_view()})
 
     @router.get("/stats")
     async def stats(limit: int = Query(1000, ge=0)) -> Response:

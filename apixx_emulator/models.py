@@ -143,6 +143,18 @@ class Table:
     records: list[dict[str, Any]] = field(default_factory=list)
     by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
     stamps: list[str] = field(default_factory=list)
+    gone: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> why and when it left
+
+    def gone_view(self) -> list[dict[str, Any]]:
+        """Gone ids by the time they left, each merged one with its final `survivor` (the live id
+        its merges lead to, or None when that chain ends in a delete)."""
+        view = []
+        for entry in sorted(self.gone.values(), key=lambda g: (g["at"], g["canonical_id"])):
+            survivor = entry["merged_into"]
+            while survivor is not None and survivor in self.gone:
+                survivor = self.gone[survivor]["merged_into"]
+            view.append({**entry, "survivor": survivor})
+        return view
 
     def resort(self) -> None:
         self.records.sort(key=lambda r: (r["updated_at"], r["canonical_id"]))
@@ -223,33 +235,71 @@ class Dataset:
         return self.precision.units(us)
 
     def churn(self, entity: str, updates: int, inserts: int, tie: bool, set_fields: dict | None,
-              at_us: int | None = None) -> dict:
-        """Touch `updates` existing records and add `inserts` new ones, each with a fresh updated_at
-        (or, with `at_us`, stamped at that past instant: a late-arriving change)."""
+              at_us: int | None = None, deletes: int = 0, merges: int = 0) -> dict:
+        """Touch `updates` existing records, add `inserts` new ones, delete `deletes` and merge
+        `merges` pairs (the loser disappears, the survivor is touched and takes the loser's
+        external ids where it has none from that system). Every change gets a fresh updated_at
+        (or, with `at_us`, that past instant: a late-arriving change)."""
         with self.lock:
             table, p = self.tables[entity], self.precision
             now = p.units(time.time_ns() // 1000)
             first = p.units(at_us) if at_us is not None else max(now, self.latest() + 1)
             touched = self.rng.sample(list(table.by_id), min(updates, len(table.by_id)))
-            stamps = [first if tie else first + i for i in range(len(touched) + inserts)]
+            deleted, pairs = self._pick_gone(table, set(touched), deletes, merges)
+            survivors = [survivor for _, survivor in pairs]
+            stamps = [first if tie else first + i for i in range(len(touched) + len(survivors) + inserts)]
             for cid, stamp in zip(touched, stamps):
-                record = table.by_id[cid]
-                record["updated_at"] = p.format(stamp)
-                record["last_source_update_at"] = iso_s(stamp // p.per_ms)
-                if set_fields:
-                    record.update(set_fields)
-            inserted = []
-            for stamp in stamps[len(touched):]:
-                record = make_record(entity, self.rng, self.refs, stamp // p.per_ms, p.format(stamp))
-                if set_fields:
-                    record.update(set_fields)
-                table.records.append(record)
-                table.by_id[record["canonical_id"]] = record
-                self.refs[entity].append(record["canonical_id"])
-                inserted.append(record["canonical_id"])
+                self._touch(table.by_id[cid], stamp, set_fields)
+            for (loser, survivor), stamp in zip(pairs, stamps[len(touched):]):
+                record = table.by_id[survivor]
+                record["external_ids"] = {**table.by_id[loser]["external_ids"], **record["external_ids"]}
+                self._touch(record, stamp, None)
+            inserted = [self._insert(table, stamp, set_fields) for stamp in stamps[len(touched) + len(survivors):]]
+            at = p.format(stamps[0] if stamps else first)
+            self._remove(table, {cid: {"reason": "deleted", "merged_into": None} for cid in deleted}
+                         | {loser: {"reason": "merged", "merged_into": survivor} for loser, survivor in pairs}, at)
             table.resort()
-            return {"entity": entity, "updated": touched, "inserted": inserted,
+            return {"entity": entity, "updated": touched, "inserted": inserted, "deleted": deleted,
+                    "merged": [{"canonical_id": loser, "merged_into": survivor} for loser, survivor in pairs],
                     "updated_at": [p.format(stamps[0]), p.format(stamps[-1])] if stamps else None}
+
+    def _pick_gone(self, table: Table, taken: set[str], deletes: int, merges: int) -> tuple[list[str], list[tuple[str, str]]]:
+        """Ids to delete and (loser, survivor) pairs to merge, all distinct and not in `taken`."""
+        if not deletes and not merges:
+            return [], []
+        pool = [cid for cid in table.by_id if cid not in taken]
+        deletes = min(deletes, len(pool))
+        merges = min(merges, (len(pool) - deletes) // 2)
+        chosen = self.rng.sample(pool, deletes + 2 * merges)
+        pairs = list(zip(chosen[deletes::2], chosen[deletes + 1::2]))
+        return chosen[:deletes], pairs
+
+    def _touch(self, record: dict[str, Any], stamp: int, set_fields: dict | None) -> None:
+        record["updated_at"] = self.precision.format(stamp)
+        record["last_source_update_at"] = iso_s(stamp // self.precision.per_ms)
+        if set_fields:
+            record.update(set_fields)
+
+    def _insert(self, table: Table, stamp: int, set_fields: dict | None) -> str:
+        p = self.precision
+        record = make_record(table.entity, self.rng, self.refs, stamp // p.per_ms, p.format(stamp))
+        if set_fields:
+            record.update(set_fields)
+        table.records.append(record)
+        table.by_id[record["canonical_id"]] = record
+        self.refs[table.entity].append(record["canonical_id"])
+        return record["canonical_id"]
+
+    def _remove(self, table: Table, gone: dict[str, dict[str, Any]], at: str) -> None:
+        """Drop gone ids from the table (no tombstone is served) and remember why, for the ground
+        truth. New records no longer point at them; existing foreign keys are left as they are."""
+        if not gone:
+            return
+        table.records = [r for r in table.records if r["canonical_id"] not in gone]
+        for cid, why in gone.items():
+            del table.by_id[cid]
+            table.gone[cid] = {"canonical_id": cid, **why, "at": at}
+        self.refs[table.entity] = [cid for cid in self.refs[table.entity] if cid not in gone]
 
 
 def make_record(entity: str, rng: random.Random, refs: dict[str, list[str]], ms: int,

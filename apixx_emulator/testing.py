@@ -82,9 +82,19 @@ class EmulatorProcess:
     def ground_truth(self, entity: str, tenant: str = "acme", env: str = "live") -> list[dict]:
         return self.control("GET", f"/_emulator/records/{entity}", params={"tenant": tenant, "env": env})["data"]
 
-    def churn(self, entity: str, updates: int = 0, inserts: int = 0, tie: bool = False, **extra: Any) -> dict:
+    def churn(self, entity: str, updates: int = 0, inserts: int = 0, tie: bool = False, deletes: int = 0,
+              merges: int = 0, **extra: Any) -> dict:
+        """Change records: `{"updated", "inserted", "deleted", "merged": [{"canonical_id",
+        "merged_into"}], "updated_at": [first, last]}` say exactly which."""
         body = {"entity": entity, "updates": updates, "inserts": inserts, "tie": tie, **extra}
+        if deletes or merges:
+            body |= {"deletes": deletes, "merges": merges}
         return self.control("POST", "/_emulator/churn", json=body)
+
+    def gone(self, entity: str, tenant: str = "acme", env: str = "live") -> list[dict]:
+        """Ids deleted or merged away: `{"canonical_id", "reason": "deleted"|"merged", "merged_into",
+        "survivor", "at"}`, oldest first."""
+        return self.control("GET", f"/_emulator/records/{entity}", params={"tenant": tenant, "env": env})["gone"]
 
     def faults(self, **config: Any) -> dict:
         if not config:

@@ -322,3 +322,112 @@ def test_churn_at_a_past_instant_models_a_late_arriving_change(emulator_factory)
     result = emu.churn("order", inserts=1, at=past)
     record = emu.get(f"{DATA}/order/{result['inserted'][0]}").json()
     assert record["updated_at"] == past < truth[-1]["updated_at"]
+
+
+# -- deletes and merges -------------------------------------------------------------------------
+
+def listed_ids(emu: EmulatorProcess, entity: str) -> list[str]:
+    """Every id the list route serves, paging on updated_since with ids already seen skipped."""
+    ids: list[str] = []
+    seen: set[str] = set()
+    since = None
+    while True:
+        body = page(emu, entity, limit=1000, **({"updated_since": since} if since else {}))
+        fresh = [r for r in body["data"] if r["canonical_id"] not in seen]
+        ids += [r["canonical_id"] for r in fresh]
+        seen.update(r["canonical_id"] for r in fresh)
+        if body["next_cursor"] is None or not fresh:
+            return ids
+        since = body["data"][-1]["updated_at"]
+
+
+def test_deleted_records_leave_the_list_and_answer_404(emulator_factory):
+    emu = emulator_factory()
+    before = {r["canonical_id"] for r in emu.ground_truth("customer")}
+    result = emu.churn("customer", deletes=7)
+    deleted = result["deleted"]
+    assert len(deleted) == len(set(deleted)) == 7 and set(deleted) <= before
+    assert result["updated"] == result["inserted"] == result["merged"] == [] and result["updated_at"] is None
+    after = {r["canonical_id"] for r in emu.ground_truth("customer")}
+    assert after == before - set(deleted)
+    assert set(listed_ids(emu, "customer")) == after
+    for cid in deleted:
+        assert_error_envelope(emu.get(f"{DATA}/customer/{cid}"), 404, "not_found")
+    gone = emu.gone("customer")
+    assert {g["canonical_id"] for g in gone} == set(deleted)
+    assert all(g["reason"] == "deleted" and g["merged_into"] is None and g["survivor"] is None for g in gone)
+
+
+def test_a_merge_removes_the_loser_and_touches_the_survivor(emulator_factory):
+    emu = emulator_factory()
+    before = {r["canonical_id"]: r for r in emu.ground_truth("account")}
+    newest = max(r["updated_at"] for r in before.values())
+    result = emu.churn("account", merges=12)
+    pairs = [(m["canonical_id"], m["merged_into"]) for m in result["merged"]]
+    assert len(pairs) == 12 and len({i for pair in pairs for i in pair}) == 24
+    after = {r["canonical_id"]: r for r in emu.ground_truth("account")}
+    assert set(after) == set(before) - {loser for loser, _ in pairs}
+    gained = 0
+    for loser, survivor in pairs:
+        assert_error_envelope(emu.get(f"{DATA}/account/{loser}"), 404, "not_found")
+        record = emu.get(f"{DATA}/account/{survivor}").json()
+        assert record == after[survivor] and record["updated_at"] > newest
+        expected = {**before[loser]["external_ids"], **before[survivor]["external_ids"]}  # the survivor's own ids win
+        assert record["external_ids"] == expected
+        gained += len(expected) > len(before[survivor]["external_ids"])
+        assert {k: v for k, v in record.items() if k not in ("updated_at", "last_source_update_at", "external_ids")} \
+            == {k: v for k, v in before[survivor].items() if k not in ("updated_at", "last_source_update_at", "external_ids")}
+    assert gained > 0  # some survivor took ids from a system it did not know
+    changed = {r["canonical_id"] for r in page(emu, "account", limit=1000, updated_since=result["updated_at"][0])["data"]}
+    assert changed == {survivor for _, survivor in pairs}
+    gone = {g["canonical_id"]: g for g in emu.gone("account")}
+    assert {(cid, g["reason"], g["merged_into"], g["survivor"]) for cid, g in gone.items()} == \
+        {(loser, "merged", survivor, survivor) for loser, survivor in pairs}
+
+
+def test_mixed_churn_changes_disjoint_records_and_counts_add_up(emulator_factory):
+    emu = emulator_factory(timestamp_precision="us")
+    before = {r["canonical_id"] for r in emu.ground_truth("order")}
+    result = emu.churn("order", updates=5, inserts=4, deletes=3, merges=2, tie=True)
+    survivors = [m["merged_into"] for m in result["merged"]]
+    losers = [m["canonical_id"] for m in result["merged"]]
+    touched = result["updated"] + survivors
+    assert len(set(touched + result["deleted"] + losers)) == 5 + 2 + 3 + 2
+    truth = emu.ground_truth("order")
+    assert len(truth) == len(before) + 4 - 3 - 2
+    assert {r["canonical_id"] for r in truth} == (before | set(result["inserted"])) - set(result["deleted"]) - set(losers)
+    stamp = result["updated_at"][0]
+    assert result["updated_at"] == [stamp, stamp] and stamp.endswith("+00:00")
+    at_stamp = {r["canonical_id"] for r in truth if r["updated_at"] == stamp}
+    assert at_stamp == set(touched + result["inserted"])
+    assert {g["at"] for g in emu.gone("order")} == {stamp}
+
+
+def test_deletes_and_merges_are_capped_by_what_exists(emulator_factory):
+    emu = emulator_factory(records_for=["refund=40"])
+    result = emu.churn("refund", deletes=30, merges=30)
+    assert len(result["deleted"]) == 30 and len(result["merged"]) == 5
+    assert len(emu.ground_truth("refund")) == 40 - 30 - 5
+    result = emu.churn("refund", deletes=100)
+    assert len(result["deleted"]) == 5 and emu.ground_truth("refund") == []
+    assert page(emu, "refund")["data"] == [] and len(emu.gone("refund")) == 40
+    assert emu.churn("order", inserts=3)["inserted"]  # new records still generate (their refs are live ids)
+
+
+@pytest.mark.parametrize("body", [{"deletes": -1}, {"merges": "3"}, {"deletes": True}, {"merges": 2.5}])
+def test_churn_refuses_bad_delete_and_merge_counts(emulator, body):
+    response = emulator.http.post(emulator.base_url + "/_emulator/churn", json={"entity": "order", **body}, timeout=10)
+    error = assert_error_envelope(response, 422, "validation_error")
+    assert next(iter(body)) in error["message"]
+
+
+def test_a_chain_of_merges_resolves_to_the_live_survivor():
+    from apixx_emulator.models import Table
+
+    table = Table("customer")
+    table.gone = {"a": {"canonical_id": "a", "reason": "merged", "merged_into": "b", "at": "1"},
+                  "b": {"canonical_id": "b", "reason": "merged", "merged_into": "c", "at": "2"},
+                  "d": {"canonical_id": "d", "reason": "merged", "merged_into": "e", "at": "3"},
+                  "e": {"canonical_id": "e", "reason": "deleted", "merged_into": None, "at": "4"}}
+    view = {g["canonical_id"]: g["survivor"] for g in table.gone_view()}
+    assert view == {"a": "c", "b": "c", "d": None, "e": None}
