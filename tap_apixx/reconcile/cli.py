@@ -67,7 +67,7 @@ def main(configs: tuple[str, ...], catalog: str | None, entities: str | None,
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted")
-    except Exception as exc:  # a database driver's error, say: still one line, never a traceback
+    except Exception as exc:  # noqa: BLE001  (a driver error, say: one line, never a traceback)
         _fail(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
     click.echo(report.as_json(outcome, actions) if as_json else report.as_table(outcome, actions))
     sys.exit(EXIT_DRIFT if outcome.remaining_drift else EXIT_CLEAN)

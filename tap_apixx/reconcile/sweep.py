@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
-from tap_apixx.client import ApixxStream, CanonicalStream, _payload, _request_id
+from tap_apixx.client import ApixxStream
+from tap_apixx.error_policy import request_id
 from tap_apixx.errors import ApiRequestError
 from tap_apixx.pagination import MAX_PAGE_SIZE, Page, SeenAt, TieSafePaginator
-from tap_apixx.streams import load_schema
+from tap_apixx.streams import CanonicalStream, load_schema
+from tap_apixx.transport import response_body
 
 if t.TYPE_CHECKING:
     from tap_apixx.tap import TapApixx
@@ -92,13 +94,12 @@ class IdSweepStream(CanonicalStream):
         started = time.monotonic()
         result = Sweep(self.name)
         paginator = self.get_new_paginator()
-        send = self.request_decorator(self._request)
         progress = SweepProgress(self.name)
         while not paginator.finished:
-            response = send(self._prepare_request(context=None, page=paginator), None)
+            response = self.send(self._prepare_request(context=None, page=paginator), None)
             self._note_server_date(response)
-            payload = _payload(response)
-            page = Page(payload.get("data") or [], payload.get("next_cursor"), _request_id(response))
+            payload = response_body(response)
+            page = Page(payload.get("data") or [], payload.get("next_cursor"), request_id(response))
             fresh = paginator.take(page)
             paginator.advance(page)  # type: ignore[arg-type]
             ids = result.ids
@@ -134,16 +135,12 @@ class IdLookupStream(ApixxStream):
     def url_base(self) -> str:
         return self.config.get("data_url", "").rstrip("/")
 
-    @property
-    def path(self) -> str:  # type: ignore[override]
-        return f"/{self.name}"
-
     def exists(self, canonical_id: str) -> bool:
         """False on 404 (gone), True on 200; any other failure is the tap's one-line error."""
         url = f"{self.url_base}/{self.name}/{canonical_id}"
         prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
         try:
-            self.request_decorator(self._request)(prepared, None)
+            self.send(prepared, None)
         except ApiRequestError as exc:
             if exc.status == 404:
                 return False
@@ -164,7 +161,7 @@ class SweepRun:
         """All sweeps; the first failure ends the run with its own one-line error."""
         self.started_at = datetime.now(timezone.utc)
         began = time.monotonic()
-        workers = max(1, min(int(self.tap.config.get("max_parallel_streams", 1)), len(self.streams)))
+        workers = max(1, min(self.tap.parallel_streams, len(self.streams)))
         _ = self.tap.pacer  # made once, before the threads that share it
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep") as pool:
             futures = {e: pool.submit(s.sweep) for e, s in self.streams.items()}
