@@ -1,4 +1,4 @@
-"""The ``apixx-webhooks`` command: serve a webhook receiver, list stored events, sign a body."""
+"""The apixx-webhooks command: receive APIXX webhooks, list stored events, sign a test body."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from apixx_webhooks.server import DEFAULT_MAX_BODY, ReceiverConfig, WebhookServer
+from apixx_webhooks.server import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_DEADLINE,
+    ReceiverConfig,
+    WebhookServer,
+)
 from apixx_webhooks.store import (
     DEFAULT_DB_PATH,
     EventStore,
@@ -19,7 +25,7 @@ from apixx_webhooks.store import (
     StoreError,
     parse_since,
 )
-from apixx_webhooks.sync_runner import KNOWN_EVENTS, SyncTrigger
+from apixx_webhooks.sync_runner import DEFAULT_DEBOUNCE_SECONDS, KNOWN_EVENTS, SyncTrigger
 from apixx_webhooks.verify import sign
 
 log = logging.getLogger("apixx_webhooks")
@@ -45,17 +51,18 @@ def _open_store(path: str, read_only: bool = False) -> EventStore:
         raise CliError(str(exc)) from None
 
 
-def _build_trigger(args: argparse.Namespace) -> SyncTrigger | None:
-    if bool(args.on) != bool(args.run):
-        raise CliError("--on and --run go together: --on EVENT [--on EVENT ...] --run COMMAND")
+def _build_trigger(args: argparse.Namespace, store: EventStore) -> SyncTrigger | None:
     if not args.run:
         return None
     for event in sorted(set(args.on) - KNOWN_EVENTS - {"*"}):
         log.warning("--on %s is not a documented APIXX event; it will only match if sent", event)
     try:
-        return SyncTrigger(args.run, args.on, debounce_seconds=args.debounce_seconds)
+        return SyncTrigger(args.run, args.on, debounce_seconds=args.debounce_seconds,
+                           pending=store)
     except ValueError as exc:
         raise CliError(f"--run {args.run!r}: {exc}") from None
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _bind(host: str, port: int, config: ReceiverConfig) -> WebhookServer:
@@ -73,21 +80,28 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     secret = _read_secret(args.secret_env)
-    trigger = _build_trigger(args)
+    if bool(args.on) != bool(args.run):
+        raise CliError("--on and --run go together: --on EVENT [--on EVENT ...] --run COMMAND")
     store = _open_store(args.db)
-    config = ReceiverConfig(secret=secret, store=store, max_body=args.max_body, trigger=trigger)
+    trigger = None
     try:
+        trigger = _build_trigger(args, store)
+        config = ReceiverConfig(
+            secret=secret, store=store, max_body=args.max_body, trigger=trigger,
+            max_connections=args.max_connections, request_deadline=args.request_deadline,
+        )
         server = _bind(args.host, args.port, config)
     except CliError:
-        store.close()
         if trigger:
             trigger.close()
+        store.close()
         raise
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    log.info("listening on %s (db %s, secret from $%s)", server.url, args.db, args.secret_env)
-    if trigger:
-        log.info("on %s: run %s", ", ".join(sorted(trigger.events)), " ".join(trigger.argv))
-    try:
+    try:  # from here on, SIGTERM (as KeyboardInterrupt) must land in this try
+        log.info("listening on %s (db %s, secret from $%s)", server.url, args.db,
+                 args.secret_env)
+        if trigger:
+            log.info("on %s: run %s", ", ".join(sorted(trigger.events)), " ".join(trigger.argv))
         server.serve_forever()
     except KeyboardInterrupt:
         log.info("shutting down")
@@ -158,41 +172,81 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_float(text: str) -> float:
     value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number, not negative")
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Appends "(default: X)" to options that have a meaningful default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, [], False, argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        if not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    serve = sub.add_parser("serve", help="receive, verify and store webhook deliveries")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8787, help="0 picks a free port")
-    serve.add_argument("--secret-env", default=DEFAULT_SECRET_ENV,
+    serve = sub.add_parser(
+        "serve", help="receive, verify and store webhook deliveries",
+        description="Receive APIXX webhook deliveries: verify the signature, store each "
+        "delivery once in SQLite, answer 200, and optionally run a sync command.",
+        formatter_class=_HelpWithDefaults,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one")
+    serve.add_argument("--secret-env", default=DEFAULT_SECRET_ENV, metavar="NAME",
                        help="name of the environment variable holding the signing secret")
-    serve.add_argument("--db", default=DEFAULT_DB_PATH, help="SQLite file for stored events")
-    serve.add_argument("--max-body", type=_positive_int, default=DEFAULT_MAX_BODY)
+    serve.add_argument("--db", default=DEFAULT_DB_PATH, metavar="PATH", help="SQLite file for stored events")
+    serve.add_argument("--max-body", type=_positive_int, default=DEFAULT_MAX_BODY,
+                       metavar="BYTES", help="larger deliveries get 413")
+    serve.add_argument("--max-connections", type=_positive_int,
+                       default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                       help="deliveries handled at once; more get 503 and are retried")
+    serve.add_argument("--request-deadline", type=_positive_float,
+                       default=DEFAULT_REQUEST_DEADLINE, metavar="SECONDS",
+                       help="time for a whole request to arrive; slower clients get cut off")
     serve.add_argument("--on", action="append", default=[], metavar="EVENT",
                        help="event type that triggers --run (repeatable; '*' for any)")
-    serve.add_argument("--run", metavar="COMMAND", help="sync command, split like a shell")
-    serve.add_argument("--debounce-seconds", type=_non_negative_float, default=2.0)
+    serve.add_argument("--run", metavar="COMMAND",
+                       help="sync command, split like a shell command, run without a shell")
+    serve.add_argument("--debounce-seconds", type=_non_negative_float,
+                       default=DEFAULT_DEBOUNCE_SECONDS, metavar="SECONDS",
+                       help="quiet time after the last matching event before the sync starts")
     serve.set_defaults(func=cmd_serve)
 
 
 def _add_events(sub: argparse._SubParsersAction) -> None:
-    events = sub.add_parser("events", help="list stored events")
-    events.add_argument("--db", default=DEFAULT_DB_PATH)
+    events = sub.add_parser("events", help="list stored events",
+                            description="List stored webhook events, oldest first.",
+                            formatter_class=_HelpWithDefaults)
+    events.add_argument("--db", default=DEFAULT_DB_PATH, metavar="PATH", help="SQLite file of stored events")
     events.add_argument("--type", help="only this event type")
     events.add_argument("--since", help="only events received at or after this ISO time")
     events.add_argument("--limit", type=_positive_int, default=100,
                         help="the most recent N (listed oldest first)")
-    events.add_argument("--format", choices=("table", "json"), default="table")
+    events.add_argument("--format", choices=("table", "json"), default="table",
+                        help="json includes the parsed body")
     events.set_defaults(func=cmd_events)
 
 
 def _add_sign(sub: argparse._SubParsersAction) -> None:
-    signer = sub.add_parser("sign", help="print an X-Apixx-Signature header for a body")
+    signer = sub.add_parser("sign", help="print an X-Apixx-Signature header for a body",
+                            description="Print an X-Apixx-Signature header value for a body, "
+                            "to test a receiver by hand.", formatter_class=_HelpWithDefaults)
     signer.add_argument("file", nargs="?", default="-", help="body file (default: stdin)")
-    signer.add_argument("--secret-env", default=DEFAULT_SECRET_ENV)
+    signer.add_argument("--secret-env", default=DEFAULT_SECRET_ENV, metavar="NAME",
+                        help="name of the environment variable holding the signing secret")
     signer.add_argument("--t", type=int, default=None, help="unix seconds (default: now)")
     signer.set_defaults(func=cmd_sign)
 

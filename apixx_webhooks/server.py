@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +24,10 @@ log = logging.getLogger("apixx_webhooks.server")
 DEFAULT_MAX_BODY = 1_048_576  # 1 MiB: deliveries carry one run/flow/connector object
 WEBHOOK_PATHS = frozenset({"/", "/webhooks"})
 MAX_HEADER_VALUE = 256  # delivery ids and event names are short; cap what we store
-READ_TIMEOUT_SECONDS = 30  # a client that stalls mid-body must not hold a thread forever
+DEFAULT_MAX_CONNECTIONS = 32  # deliveries handled at once; past it, 503 without a thread
+DEFAULT_REQUEST_DEADLINE = 10.0  # seconds for a whole request (headers and body) to arrive
+WRITE_TIMEOUT_SECONDS = 5.0  # answers are tiny: a client that will not read one is dropped
+BUSY_LOG_INTERVAL = 10.0  # seconds between "busy" warnings, so a flood does not flood the log
 OTHER_METHODS = ("GET", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -44,6 +49,8 @@ class ReceiverConfig:
     max_body: int = DEFAULT_MAX_BODY
     tolerance: int = DEFAULT_TOLERANCE
     trigger: SyncTrigger | None = None
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE
 
     def __repr__(self) -> str:  # never let the secret reach a log line or a traceback
         return f"ReceiverConfig(store={self.store.path!r}, max_body={self.max_body})"
@@ -66,6 +73,35 @@ def _json_object(body: bytes) -> dict:
     if not isinstance(payload, dict):
         raise RequestRejected(400, "invalid_request", "body is not a JSON object")
     return payload
+
+
+def _busy_response() -> bytes:
+    body = json.dumps(RequestRejected(503, "busy", "too many deliveries at once; retry").body())
+    head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n")
+    return (head + body).encode()
+
+
+BUSY_RESPONSE = _busy_response()
+
+
+class DeadlineSocketReader(io.RawIOBase):
+    """Reads a socket only until a fixed moment, so a trickling client cannot stretch a
+    request: an idle timeout alone restarts with every byte."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline passed")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
 
 
 def parse_delivery(headers: Message, body: bytes) -> StoredEvent:
@@ -94,9 +130,14 @@ def parse_delivery(headers: Message, body: bytes) -> StoredEvent:
 
 class WebhookHandler(BaseHTTPRequestHandler):
     server: WebhookServer
-    timeout = READ_TIMEOUT_SECONDS
     server_version = "apixx-webhooks"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        deadline = time.monotonic() + self.server.config.request_deadline
+        self.rfile.close()  # replaced by a reader that enforces the whole-request deadline
+        self.rfile = io.BufferedReader(DeadlineSocketReader(self.connection, deadline))
 
     def do_POST(self) -> None:
         try:
@@ -123,15 +164,18 @@ class WebhookHandler(BaseHTTPRequestHandler):
         except SignatureError as exc:
             raise RequestRejected(401, "unauthorized", f"signature {exc.reason}: {exc}") from None
         event = parse_delivery(self.headers, body)
+        trigger = config.trigger
+        wants_sync = trigger is not None and trigger.matches(event.type)
         try:
-            stored = config.store.insert(event)  # committed (durable) before we answer
+            # committed (durable), with the sync it asks for, before we answer
+            stored = config.store.insert(event, request_sync=wants_sync)
         except StoreError as exc:
             log.error("%s", exc)
             raise RequestRejected(503, "internal_error", "event could not be stored") from None
         log.info("%s delivery %s (%s, event %s)", "stored" if stored else "duplicate",
                  event.delivery_id, event.type, event.event_id)
-        if stored and config.trigger is not None:
-            config.trigger.notify(event.type)
+        if stored and wants_sync and trigger is not None:
+            trigger.notify(event.type)
         return 200, {"stored": stored, "delivery_id": event.delivery_id}
 
     def _read_body(self) -> bytes:
@@ -149,6 +193,11 @@ class WebhookHandler(BaseHTTPRequestHandler):
                                   f"body over {self.server.config.max_body} bytes")
         try:
             body = self.rfile.read(length)  # length <= max_body, so reading is capped
+        except TimeoutError:
+            raise RequestRejected(
+                408, "request_timeout",
+                f"request not received within {self.server.config.request_deadline:g}s",
+            ) from None
         except OSError:
             body = b""
         if len(body) != length:
@@ -158,6 +207,7 @@ class WebhookHandler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload: dict, extra_headers: dict | None = None) -> None:
         data = json.dumps(payload).encode("utf-8")
         try:
+            self.connection.settimeout(WRITE_TIMEOUT_SECONDS)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -172,6 +222,9 @@ class WebhookHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
+    def log_error(self, format: str, *args: object) -> None:  # e.g. "Request timed out"
+        log.warning("%s %s", self.address_string(), format % args)
+
 
 class WebhookServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client thread must not block shutdown
@@ -182,6 +235,46 @@ class WebhookServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, WebhookHandler)
         self.config = config
+        self.busy_refusals = 0
+        self._slots = threading.BoundedSemaphore(config.max_connections)
+        self._busy_logged_at = -BUSY_LOG_INTERVAL
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        """A thread per delivery, but never more than ``max_connections`` of them."""
+        if not self._slots.acquire(blocking=False):
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        """Answer 503 from the accepting thread, without reading the request (the sender
+        retries later), so a crowd of slow clients costs no thread and no waiting."""
+        self.busy_refusals += 1
+        now = time.monotonic()
+        if now - self._busy_logged_at >= BUSY_LOG_INTERVAL:
+            self._busy_logged_at = now
+            log.warning("busy: %d deliveries in progress, answering 503 to new ones",
+                        self.config.max_connections)
+        try:
+            request.setblocking(False)
+            try:
+                request.recv(65536)  # what already arrived: closing on unread data resets
+            except OSError:
+                pass
+            request.send(BUSY_RESPONSE)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
     @property
     def url(self) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +26,13 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON events (event_id);
 CREATE INDEX IF NOT EXISTS events_type_received ON events (type, received_at);
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+-- a sync requested by a stored event and not yet run: written in the event's own transaction,
+-- so an acknowledged event's sync survives a crash; deleted once a sync has covered it
+CREATE TABLE IF NOT EXISTS pending_syncs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id   TEXT NOT NULL,
+    requested_at  TEXT NOT NULL
+);
 """
 
 
@@ -93,18 +102,56 @@ class EventStore:
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(_SCHEMA)
 
-    def insert(self, event: StoredEvent) -> bool:
-        """Store a delivery; False (and no change) when its delivery id or event id is already stored."""
+    def insert(self, event: StoredEvent, request_sync: bool = False) -> bool:
+        """Store a delivery; False (and no change) when its delivery id or event id is already stored.
+
+        With ``request_sync``, a newly stored event also records a pending sync, in the same
+        transaction: once this returns, neither the event nor its sync can be lost.
+        """
         row = (event.delivery_id, event.event_id, event.type, event.created_at,
                event.received_at, event.body)
         try:
-            with self._lock:
+            with self._lock, self._transaction():
                 cursor = self._conn.execute(
                     "INSERT OR IGNORE INTO events (delivery_id, event_id, type, created_at,"
                     " received_at, body) VALUES (?, ?, ?, ?, ?, ?)",
                     row,
-                )  # autocommit mode (isolation_level=None): this statement is its own commit
-                return cursor.rowcount == 1
+                )
+                stored = cursor.rowcount == 1
+                if stored and request_sync:
+                    self._conn.execute(
+                        "INSERT INTO pending_syncs (delivery_id, requested_at) VALUES (?, ?)",
+                        (event.delivery_id, event.received_at),
+                    )
+                return stored
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to webhook database {self.path}: {exc}") from None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # autocommit mode (isolation_level=None): BEGIN/COMMIT are ours to issue
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def pending_sync(self) -> int | None:
+        """The newest pending sync request's id, or None when no sync is owed."""
+        try:
+            with self._lock:
+                (newest,) = self._conn.execute("SELECT max(id) FROM pending_syncs").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read webhook database {self.path}: {exc}") from None
+        return newest
+
+    def clear_pending_sync(self, through: int) -> None:
+        """Forget the sync requests a finished sync covered (those up to ``through``)."""
+        try:
+            with self._lock:
+                self._conn.execute("DELETE FROM pending_syncs WHERE id <= ?", (through,))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to webhook database {self.path}: {exc}") from None
 
