@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from datetime import date, datetime, timezone
@@ -130,6 +131,13 @@ class PostgresCluster:
 
     def __init__(self, bindir: Path, workdir: Path, port: int):
         self.bindir, self.port = bindir, port
+        if os.geteuid() == 0:
+            # root runs the server as `postgres`, which must reach the data folder through every
+            # parent; pytest's own temp root is 0700 and is re-tightened by every pytest session
+            # on the machine, so the cluster lives in a folder of its own under /tmp
+            workdir = Path(tempfile.mkdtemp(prefix="apixx-pg-", dir="/tmp"))
+            os.chmod(workdir, 0o755)
+        self.workdir = workdir
         self.datadir = workdir / "pgdata"
         self.sockdir = workdir / "pgsock"
         self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -145,10 +153,6 @@ class PostgresCluster:
             folder.mkdir(parents=True)
             if self.as_postgres:
                 shutil.chown(folder, "postgres", "postgres")
-        if self.as_postgres:  # runuser needs to reach the folders through their parents
-            for parent in self.datadir.parents:
-                if str(parent).startswith(("/tmp", "/var/tmp")) and parent != Path("/tmp"):
-                    os.chmod(parent, 0o755)
         self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "-E", "UTF8")
         options = f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options, "-w", "-t", "60",
@@ -160,6 +164,8 @@ class PostgresCluster:
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop")
         except RuntimeError:
             pass
+        if self.workdir.name.startswith("apixx-pg-"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property
     def dsn(self) -> str:
