@@ -72,16 +72,12 @@ class OpsStream(ApixxStream):
 class FlowsStream(OpsStream):
     """Flows, full table, each with the detail fields the list lacks (one request per flow)."""
 
-    name = "flows"
-
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         return {**row, **self.fetch_detail(row["id"])}  # + connectors, schedule_detail
 
 
 class ConnectorsStream(OpsStream):
     """Connectors, full table."""
-
-    name = "connectors"
 
 
 class RunsStream(OwnBookmark, OpsStream):
@@ -93,7 +89,6 @@ class RunsStream(OwnBookmark, OpsStream):
     so that run is re-read next time however long it takes (and, with it, everything after it).
     """
 
-    name = "runs"
     replication_key = "started_at"
     is_sorted = True  # the API orders runs by started_at, then id
     check_sorted = False  # the window re-reads runs older than the bookmark on purpose
@@ -106,7 +101,7 @@ class RunsStream(OwnBookmark, OpsStream):
         return {**super().get_url_params(context, next_page_token), "from": self.start_from}
 
     @cached_property
-    def start_from(self) -> str | None:  # type: ignore[override]
+    def start_from(self) -> str | None:
         """The later of start_date and (bookmark - runs_lookback_hours); None: every run."""
         hours = int(self.config.get("runs_lookback_hours", DEFAULT_RUNS_LOOKBACK_HOURS))
         bookmark = self.stream_state.get("replication_key_value")
@@ -129,9 +124,14 @@ class RunsStream(OwnBookmark, OpsStream):
             self.held_at = latest_record["started_at"]
 
 
-OPS_STREAM_TYPES: tuple[type[OpsStream], ...] = (FlowsStream, RunsStream, ConnectorsStream)
+# stream name -> its class; each stream's JSON Schema is schemas/<name>.json
+OPS_STREAMS: dict[str, type[OpsStream]] = {
+    "flows": FlowsStream,
+    "runs": RunsStream,
+    "connectors": ConnectorsStream,
+}
 
 
 def ops_streams(tap: Tap) -> list[OpsStream]:
-    """The ops streams, after the canonical ones."""
-    return [cls(tap=tap, schema=load_schema(cls.name)) for cls in OPS_STREAM_TYPES]
+    """One stream per row of OPS_STREAMS, after the canonical ones."""
+    return [cls(tap=tap, name=name, schema=load_schema(name)) for name, cls in OPS_STREAMS.items()]

@@ -1,4 +1,4 @@
-"""Rate pacers: one request budget per API key, fed by the X-RateLimit-* headers, thread-safe."""
+"""RatePacer: one request budget per API key, fed by the X-RateLimit-* headers, thread-safe."""
 
 from __future__ import annotations
 
@@ -15,15 +15,24 @@ LOW_WATER = 0.10  # start spreading requests when under this share of the limit 
 MIN_LOW_WATER = 5  # ... or under this many requests, whichever is larger
 SAFETY_SECONDS = 0.1  # margin for network jitter when timing a slot from our own send times
 IN_FLIGHT_EXPIRY = 60.0  # seconds after which a request neither answered nor failed is forgotten
+ANSWER_WAIT_SECONDS = 1.0  # longest wait for an answer due before looking again
 
 
 class RatePacer:
-    """Spaces requests so that a steady-state sync never meets a 429.
+    """Spaces requests, from one thread or many, so that a steady-state sync never meets a 429.
 
     The server tells us, on every response, how many requests remain in its window and when
     the oldest one leaves it. While plenty remain we go flat out; when few remain we spread
     them evenly until the reset; at zero we wait for the reset. An optional client-side cap
     (`max_per_minute`) keeps a sliding window of our own, so several jobs can share one key.
+
+    Several threads may send at once. An answer's X-RateLimit-Remaining does not count the
+    requests still in flight, and an answer may arrive after that of a request sent later.
+    So: only the answer to the latest request sent updates the budget, every request still in
+    flight is taken off it (some may already be counted: that only costs a slot or two), and
+    when the budget is unknown or used up and its reset has passed, one request probes it while
+    the others wait for the answer. Every `acquire` must be followed by an `observe` from the
+    same thread (with empty headers when the request failed).
     """
 
     def __init__(
@@ -31,53 +40,103 @@ class RatePacer:
         max_per_minute: int | None = None,
         *,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.max_per_minute = max_per_minute
-        self._clock, self._sleep = clock, sleep
-        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep  # None: wait on the condition, woken early by each answer
+        self._ready = threading.Condition()  # guards every field below
         self._sent: deque[float] = deque()  # our own send times, for the client-side cap
         self._remaining: int | None = None  # server's view, decremented as we send
         self._limit: int | None = None
         self._reset_at = 0.0
         self._next_slot = 0.0  # earliest time the next request may go out
-        self._local = threading.local()  # this thread's last send time
         self._counted: deque[float] = deque()  # send times of our requests the server counted
         self._window = float("inf")  # the server's window length, learned from the headers
+        self._in_flight: dict[int, float] = {}  # request number -> send time
+        self._sequence = 0  # number of the latest request sent
+        self._newest_answered = 0  # number of the latest request whose answer we used
+        self._local = threading.local()  # this thread's request: number and send time
         self.waited_seconds = 0.0
 
     def acquire(self) -> float:
         """Block until a request may be sent; return the seconds waited."""
-        with self._lock:
-            now = self._clock()
-            at = max(now, self._next_slot, self._cap_slot(now), self._server_slot(now))
-            self._sent.append(at)
-            self._local.sent_at = at
-            self._next_slot = at + self._spacing(at)
-            if self._remaining is not None:
-                self._remaining -= 1
-        wait = at - now
-        if wait > 0:
-            self.waited_seconds += wait
-            self._sleep(wait)
-        return max(wait, 0.0)
+        started = self._clock()
+        with self._ready:
+            while (delay := self._delay(self._clock())) > 0:
+                self._wait(delay)
+            self._take_slot(self._clock())
+            waited = self._clock() - started
+            self.waited_seconds += waited
+        return waited
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Learn the server's budget from a response's X-RateLimit-* headers."""
+        """Learn the server's budget from a response's X-RateLimit-* headers (may be empty)."""
         remaining = _int(headers.get("X-RateLimit-Remaining"))
         reset = _int(headers.get("X-RateLimit-Reset"))
-        if remaining is None or reset is None:
+        with self._ready:
+            sequence = getattr(self._local, "sequence", 0)
+            self._in_flight.pop(sequence, None)
+            if remaining is not None and reset is not None:
+                self._learn(headers, sequence, remaining, float(reset))
+            self._ready.notify_all()
+
+    def _wait(self, seconds: float) -> None:
+        """Wait with the lock released: on the condition, or with the injected sleep."""
+        if self._sleep is None:
+            self._ready.wait(seconds)
             return
-        with self._lock:
-            self._limit = _int(headers.get("X-RateLimit-Limit")) or self._limit
-            if "Retry-After" not in headers:  # a refused request takes no slot in the window
-                self._count(getattr(self._local, "sent_at", self._clock()))
-            self._remaining, self._reset_at = remaining, self._sharpen(float(reset), remaining)
+        self._ready.release()
+        try:
+            self._sleep(seconds)
+        finally:
+            self._ready.acquire()
+
+    def _delay(self, now: float) -> float:
+        """Seconds to wait before looking again (0: send now)."""
+        for sequence, sent_at in list(self._in_flight.items()):
+            if sent_at < now - IN_FLIGHT_EXPIRY:  # never answered nor failed: stop waiting for it
+                del self._in_flight[sequence]
+        if self._in_flight and self._budget_unknown(now):
+            return ANSWER_WAIT_SECONDS  # an answer is due first (and wakes us up)
+        at = max(now, self._next_slot, self._cap_slot(now), self._server_slot(now))
+        return at - now
+
+    def _budget_unknown(self, now: float) -> bool:
+        """Never learned, or used up with its reset passed: the next answer tells us anew."""
+        if self._remaining is None:
+            return True
+        return self._remaining <= 0 <= now - self._reset_at
+
+    def _take_slot(self, now: float) -> None:
+        self._sequence += 1
+        self._in_flight[self._sequence] = now
+        self._local.sequence, self._local.sent_at = self._sequence, now
+        self._sent.append(now)
+        self._next_slot = now + self._spacing(now)
+        if self._remaining is not None:
+            self._remaining -= 1
+
+    def _learn(self, headers: Mapping[str, str], sequence: int, remaining: int, reset: float) -> None:
+        self._limit = _int(headers.get("X-RateLimit-Limit")) or self._limit
+        if "Retry-After" not in headers:  # a refused request takes no slot in the window
+            self._count(getattr(self._local, "sent_at", self._clock()))
+        if sequence < self._newest_answered:
+            return  # a later request's answer already told us more
+        self._newest_answered = sequence
+        earlier = sum(1 for s in self._in_flight if s < sequence)  # in the window, not answered
+        self._remaining = remaining - len(self._in_flight)
+        self._reset_at = self._sharpen(reset, remaining + earlier)
 
     def _count(self, sent_at: float) -> None:
-        self._counted.append(sent_at)
-        while len(self._counted) > (self._limit or 1):
-            self._counted.popleft()
+        """Keep the counted send times in send order, though answers come back out of order."""
+        counted = self._counted
+        index = len(counted)
+        while index and counted[index - 1] > sent_at:
+            index -= 1
+        counted.insert(index, sent_at)
+        while len(counted) > (self._limit or 1):
+            counted.popleft()
 
     def _sharpen(self, reset: float, remaining: int) -> float:
         """The header's reset is whole seconds, rounded up: up to 1 s late, which wastes ~1% of
@@ -116,83 +175,6 @@ class RatePacer:
         if self._remaining > low_water:
             return 0.0
         return (self._reset_at - at) / max(self._remaining, 1)
-
-
-class ConcurrentRatePacer(RatePacer):
-    """RatePacer for several threads sending at once under the key's one budget.
-
-    An answer's X-RateLimit-Remaining does not count the requests still in flight, and an
-    answer may arrive after that of a request sent later. So: only the answer to the latest
-    request sent updates the budget, every request still in flight is taken off it (some may
-    already be counted: that only costs a slot or two), and when the budget is unknown or used
-    up and its reset has passed, one request probes it while the others wait for the answer.
-    """
-
-    def __init__(self, max_per_minute: int | None = None) -> None:
-        super().__init__(max_per_minute)
-        self._ready = threading.Condition(self._lock)
-        self._in_flight: dict[int, float] = {}  # request number -> send time
-        self._sequence = 0
-        self._newest_answered = 0
-
-    def acquire(self) -> float:
-        started = self._clock()
-        with self._ready:
-            while (delay := self._delay(self._clock())) > 0:
-                self._ready.wait(delay)
-            now = self._clock()
-            self._sequence += 1
-            self._in_flight[self._sequence] = now
-            self._local.sequence, self._local.sent_at = self._sequence, now
-            self._sent.append(now)
-            self._next_slot = now + self._spacing(now)
-            if self._remaining is not None:
-                self._remaining -= 1
-        waited = self._clock() - started
-        self.waited_seconds += waited
-        return waited
-
-    def _delay(self, now: float) -> float:
-        """Seconds to wait before looking again (0: send now)."""
-        for sequence, sent_at in list(self._in_flight.items()):
-            if sent_at < now - IN_FLIGHT_EXPIRY:  # never answered nor failed: stop waiting for it
-                del self._in_flight[sequence]
-        budget_known = self._remaining is not None
-        if self._in_flight and (not budget_known or (self._remaining <= 0 <= now - self._reset_at)):
-            return 1.0  # an answer is due first (and wakes us up)
-        at = max(now, self._next_slot, self._cap_slot(now), self._server_slot(now))
-        return at - now
-
-    def observe(self, headers: Mapping[str, str]) -> None:
-        remaining = _int(headers.get("X-RateLimit-Remaining"))
-        reset = _int(headers.get("X-RateLimit-Reset"))
-        with self._ready:
-            sequence = getattr(self._local, "sequence", 0)
-            self._in_flight.pop(sequence, None)
-            if remaining is not None and reset is not None:
-                self._learn(headers, sequence, remaining, float(reset))
-            self._ready.notify_all()
-
-    def _learn(self, headers: Mapping[str, str], sequence: int, remaining: int, reset: float) -> None:
-        self._limit = _int(headers.get("X-RateLimit-Limit")) or self._limit
-        if "Retry-After" not in headers:  # a refused request takes no slot in the window
-            self._count(getattr(self._local, "sent_at", self._clock()))
-        if sequence < self._newest_answered:
-            return  # a later request's answer already told us more
-        self._newest_answered = sequence
-        earlier = sum(1 for s in self._in_flight if s < sequence)  # in the window, not answered
-        self._remaining = remaining - len(self._in_flight)
-        self._reset_at = self._sharpen(reset, remaining + earlier)
-
-    def _count(self, sent_at: float) -> None:
-        """Keep the counted send times in send order, though answers come back out of order."""
-        counted = self._counted
-        index = len(counted)
-        while index and counted[index - 1] > sent_at:
-            index -= 1
-        counted.insert(index, sent_at)
-        while len(counted) > (self._limit or 1):
-            counted.popleft()
 
 
 def _int(value: str | None) -> int | None:

@@ -51,8 +51,8 @@ CANONICAL_ENTITIES: dict[str, str] = {
 
 def load_schema(entity: str) -> dict[str, t.Any]:
     """The JSON Schema shipped in tap_apixx/schemas/<entity>.json."""
-    text = resources.files("tap_apixx").joinpath("schemas", f"{entity}.json").read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
+    text = (resources.files("tap_apixx") / "schemas" / f"{entity}.json").read_text()
+    return json.loads(text)
 
 
 class CanonicalStream(PageOutput, ApixxStream):

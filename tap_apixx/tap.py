@@ -9,9 +9,9 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 
 from tap_apixx.cli import OneLineErrors
-from tap_apixx.ops_streams import DEFAULT_RUNS_LOOKBACK_HOURS, OPS_STREAM_TYPES, ops_streams
+from tap_apixx.ops_streams import DEFAULT_RUNS_LOOKBACK_HOURS, OPS_STREAMS, ops_streams
 from tap_apixx.output import SerialOutput
-from tap_apixx.pacing import ConcurrentRatePacer, RatePacer
+from tap_apixx.pacing import RatePacer
 from tap_apixx.pagination import MAX_PAGE_SIZE
 from tap_apixx.parallel import DEFAULT_MAX_PARALLEL_STREAMS, ParallelSync
 from tap_apixx.settings import (
@@ -30,7 +30,7 @@ from tap_apixx.streams import CANONICAL_ENTITIES, canonical_streams
 if t.TYPE_CHECKING:
     from singer_sdk import Stream
 
-MAX_PARALLEL_STREAMS = len(CANONICAL_ENTITIES) + len(OPS_STREAM_TYPES)  # one thread per stream
+MAX_PARALLEL_STREAMS = len(CANONICAL_ENTITIES) + len(OPS_STREAMS)  # one thread per stream
 
 
 class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
@@ -135,8 +135,7 @@ class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
     @cached_property
     def pacer(self) -> RatePacer:
         """One request budget for this tap's key, shared by all its streams."""
-        cap = self.config.get("max_requests_per_minute")
-        return ConcurrentRatePacer(cap) if self.parallel_streams > 1 else RatePacer(cap)
+        return RatePacer(self.config.get("max_requests_per_minute"))
 
     def before_parallel_sync(self) -> None:
         _ = self.pacer  # made once, before the threads that share it

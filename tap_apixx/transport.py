@@ -52,14 +52,14 @@ class PacedSession(requests.Session):
     lists, detail requests and retries alike, without replacing the SDK's request method.
     """
 
-    def __init__(self, stream: TransportStream) -> None:
+    def __init__(self, owner: TransportStream) -> None:
         super().__init__()
-        self.stream = stream
+        self.owner = owner  # not `stream`: requests.Session.stream is its body-streaming flag
 
     def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
-        pacer = self.stream.pacer
+        pacer = self.owner.pacer
         pacer.acquire()
-        self.stream.counts["requests"] += 1
+        self.owner.counts["requests"] += 1
         try:
             response = super().send(request, **kwargs)
         except BaseException:
@@ -85,7 +85,7 @@ class TransportStream(RESTStream[t.Any]):
     @property
     def pacer(self) -> RatePacer:
         """The tap's one pacer: every stream draws on the key's one budget."""
-        return self._tap.pacer  # type: ignore[attr-defined,no-any-return]
+        return self._tap.pacer  # type: ignore[attr-defined]
 
     @property
     def requests_session(self) -> requests.Session:
@@ -117,7 +117,7 @@ class TransportStream(RESTStream[t.Any]):
             raise RetriableAPIError(self.redact(describe(self.name, response)), response)
         raise fatal_error(self.name, response, self.required_scope, self.config.get("api_key"))
 
-    def request_decorator(self, func: Send) -> Send:  # type: ignore[override]
+    def request_decorator(self, func: Send) -> Send:
         """Retry transient failures with jittered backoff and wait out 429s.
 
         Not the SDK's `backoff` decorator: it counts 429s against the same tries as transient

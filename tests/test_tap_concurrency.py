@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_tap_support import TAP, catalog_for, config_for, latest, run_cli, run_tap, truth
 
-from tap_apixx.pacing import ConcurrentRatePacer, RatePacer
+from tap_apixx.pacing import RatePacer
 from tap_apixx.settings import config_problems
 from tap_apixx.streams import CANONICAL_ENTITIES
 from tap_apixx.tap import TapApixx
@@ -157,7 +157,7 @@ def test_a_failing_stream_stops_new_starts_but_running_ones_finish(emulator_fact
     assert error.startswith(f"tap-apixx: error: {started.pop()}: HTTP 403 forbidden")
 
 
-def test_max_parallel_streams_is_validated_and_chooses_the_pacer() -> None:
+def test_max_parallel_streams_is_validated_and_one_pacer_serves_both() -> None:
     schema = TapApixx.config_jsonschema
     assert config_problems({"max_parallel_streams": 0}, schema) == [
         "max_parallel_streams: 0 is not an integer in 1..18"]
@@ -165,11 +165,11 @@ def test_max_parallel_streams_is_validated_and_chooses_the_pacer() -> None:
     assert not config_problems({"max_parallel_streams": 18}, schema)
     base = {"api_key": "apx_live_x"}
     assert type(TapApixx(config={**base, "max_parallel_streams": 1}).pacer) is RatePacer
-    assert type(TapApixx(config=base).pacer) is ConcurrentRatePacer  # default 4
+    assert type(TapApixx(config=base).pacer) is RatePacer  # default 4: the same thread-safe pacer
 
 
 def test_pacer_waits_for_the_first_answer_and_counts_requests_in_flight() -> None:
-    pacer = ConcurrentRatePacer()
+    pacer = RatePacer()
     sent: list[int] = []
     answers = {n: threading.Event() for n in (1, 2, 3)}
 

@@ -144,10 +144,13 @@ def test_transport_seam_sdk_requests_go_through_requests_session(monkeypatch) ->
     answer.status_code, answer._content = 200, b'{"data": []}'
     answer.headers["X-RateLimit-Remaining"] = "9"
     answer.elapsed = __import__("datetime").timedelta(0)
-    monkeypatch.setattr(requests.Session, "send", lambda self, request, **kw: answer)
+    sent: list[dict] = []
+    monkeypatch.setattr(requests.Session, "send", lambda self, request, **kw: sent.append(kw) or answer)
     stream = tap.streams["order"]
     prepared = stream.build_prepared_request(method="GET", url=stream.url_base + "/order")
     assert stream._request(prepared, None) is answer  # the SDK's method, not ours
     assert pacer.acquired == 1 and pacer.observed == [{"X-RateLimit-Remaining": "9"}]
     assert getattr(answer, PAYLOAD_ATTR) == {"data": []}  # validate_response ran
     assert stream.counts["requests"] == 1
+    assert sent[0]["allow_redirects"] is False  # the SDK passes the stream's redirect policy
+    assert stream.requests_session.stream is False  # requests' own flag: bodies read whole
