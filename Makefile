@@ -54,6 +54,8 @@ demo: install plugins
 
 lint: install
 	$(VENV)/bin/ruff check tap_apixx apixx_emulator apixx_webhooks tests scripts
+	$(VENV)/bin/ruff format --check tap_apixx
+	$(VENV)/bin/mypy
 
 # discovery needs no key: the streams and schemas are static
 catalog: install

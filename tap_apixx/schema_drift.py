@@ -34,7 +34,8 @@ class SchemaDrift:
         selected: frozenset[str],
         logger: logging.Logger,
     ) -> None:
-        self.stream, self.properties, self.selected, self.logger = stream, properties, selected, logger
+        self.stream, self.properties, self.logger = stream, properties, logger
+        self.selected = selected
         self.known = frozenset(properties)
         self._warned: set[tuple[str, str]] = set()
 
@@ -44,8 +45,10 @@ class SchemaDrift:
         exact = {}
         for name, prop in self.properties.items():
             types = {kind for js in _types_of(prop) for kind in JSON_TYPES.get(js, ())}
+            if int in types:
+                types.add(bool)  # as isinstance(True, int) holds
             if types:
-                exact[name] = frozenset(types | ({bool} if int in types else set()))  # as isinstance
+                exact[name] = frozenset(types)
         return exact
 
     def check(self, records: list[dict]) -> None:

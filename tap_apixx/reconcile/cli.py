@@ -116,7 +116,7 @@ def catalog_selection(path: str) -> set[str]:
         raise ReconcileError(f"cannot read catalog {path}: {exc}") from None
     selected = set()
     for stream in streams:
-        top = next((m.get("metadata", {}) for m in stream.get("metadata", [])
+        top: dict[str, t.Any] = next((m.get("metadata", {}) for m in stream.get("metadata", [])
                     if not m.get("breadcrumb")), {})
         if top.get("selected", top.get("selected-by-default", False)):
             selected.add(stream.get("tap_stream_id") or stream.get("stream"))

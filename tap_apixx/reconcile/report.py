@@ -14,7 +14,7 @@ if t.TYPE_CHECKING:
     from tap_apixx.reconcile.run import Actions, Outcome
 
 MAX_IDS = 1000  # ids listed per kind of drift in the JSON; the counts are always whole
-COLUMNS = (  # header, width, value
+COLUMNS: tuple[tuple[str, int, t.Callable[[t.Any], t.Any]], ...] = (  # header, width, value
     ("entity", 18, lambda d: d.entity),
     ("in APIXX", 10, lambda d: d.in_api),
     ("in warehouse", 14, lambda d: "no table" if d.table_missing else d.in_warehouse),
@@ -119,7 +119,8 @@ def _row(drift: EntityDrift) -> str:
 
 
 def _total(drifts: list[EntityDrift]) -> str:
-    sums = ["total"] + [sum(f(d) if isinstance(f(d), int) else 0 for d in drifts)
+    sums: list[str | int] = ["total"]
+    sums += [sum(f(d) if isinstance(f(d), int) else 0 for d in drifts)
                         for _, _, f in COLUMNS[1:]]
     return "".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                    for i, (c, (_, w, _)) in enumerate(zip(sums, COLUMNS)))

@@ -132,7 +132,8 @@ class Reconcile:
         if not ids or not self.actions.confirm:
             return list(ids)
         lookup = IdLookupStream(self.tap, entity)
-        gone, alive = [], []
+        gone: list[str] = []
+        alive: list[str] = []
         for cid in ids:
             (gone if not lookup.exists(cid) else alive).append(cid)
         outcome.confirm_requests += lookup.counts["requests"]

@@ -79,7 +79,7 @@ class IdSweepStream(CanonicalStream):
     """
 
     _LOG_REQUEST_METRICS = False  # one METRIC line per request would drown the report
-    fields_param = SWEEP_FIELDS  # type: ignore[assignment]
+    fields_param = SWEEP_FIELDS
 
     def __init__(self, tap: TapApixx, entity: str, since: str | None) -> None:
         super().__init__(tap=tap, name=entity, schema=load_schema(entity))
