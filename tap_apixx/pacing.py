@@ -117,7 +117,9 @@ class RatePacer:
         if self._remaining is not None:
             self._remaining -= 1
 
-    def _learn(self, headers: Mapping[str, str], sequence: int, remaining: int, reset: float) -> None:
+    def _learn(
+        self, headers: Mapping[str, str], sequence: int, remaining: int, reset: float
+    ) -> None:
         self._limit = _int(headers.get("X-RateLimit-Limit")) or self._limit
         if "Retry-After" not in headers:  # a refused request takes no slot in the window
             self._count(getattr(self._local, "sent_at", self._clock()))

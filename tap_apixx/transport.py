@@ -26,7 +26,6 @@ from tap_apixx.errors import ApiRequestError
 from tap_apixx.settings import redact
 
 if t.TYPE_CHECKING:
-
     from singer_sdk.helpers.types import Context
 
     from tap_apixx.pacing import RatePacer
@@ -95,7 +94,9 @@ class TransportStream(RESTStream[t.Any]):
         """Remove the API key from any text that may be shown or logged."""
         return redact(text, self.config.get("api_key"))
 
-    def send(self, prepared: requests.PreparedRequest, context: Context | None) -> requests.Response:
+    def send(
+        self, prepared: requests.PreparedRequest, context: Context | None
+    ) -> requests.Response:
         """Send one request with the retries of `request_decorator`."""
         return self.request_decorator(self._request)(prepared, context)
 
