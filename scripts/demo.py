@@ -20,8 +20,12 @@ sys.path.insert(0, str(ROOT))
 from apixx_emulator.entities import ENTITY_NAMES
 from apixx_emulator.testing import EmulatorProcess
 
-# the warehouse of meltano.yml; TARGET_DUCKDB_FILEPATH moves it (the demo's test does)
-DUCKDB_FILE = Path(os.environ.get("TARGET_DUCKDB_FILEPATH", ROOT / "output" / "warehouse.duckdb"))
+# the demo keeps its own warehouse file and state id, so it never touches a user's own runs
+# (output/warehouse.duckdb, state id emulator:tap-apixx-to-target-duckdb); TARGET_DUCKDB_FILEPATH
+# moves the file (the demo's test does)
+DUCKDB_FILE = Path(os.environ.get("TARGET_DUCKDB_FILEPATH", ROOT / "output" / "demo.duckdb"))
+STATE_ID_SUFFIX = "demo"
+STATE_ID = f"emulator:tap-apixx-to-target-duckdb:{STATE_ID_SUFFIX}"
 SCHEMA = "apixx"
 CANONICAL = list(ENTITY_NAMES)
 OPS_STREAMS = ("flows", "runs", "connectors")
@@ -47,7 +51,8 @@ def check_port(port: int) -> None:
 def meltano_env(emu: EmulatorProcess) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"TAP_APIXX_DATA_URL": emu.data_url, "TAP_APIXX_API_URL": emu.api_url,
-                "MELTANO_ENVIRONMENT": "emulator", "TAP_APIXX_MAX_PARALLEL_STREAMS": env.get("TAP_APIXX_MAX_PARALLEL_STREAMS", "4")})
+                "MELTANO_ENVIRONMENT": "emulator", "TARGET_DUCKDB_FILEPATH": str(DUCKDB_FILE),
+                "TAP_APIXX_MAX_PARALLEL_STREAMS": env.get("TAP_APIXX_MAX_PARALLEL_STREAMS", "4")})
     return env
 
 
@@ -59,7 +64,7 @@ def meltano_run(emu: EmulatorProcess, label: str) -> tuple[float, dict[str, int]
     print(f"\n== {label}: meltano run tap-apixx target-duckdb", flush=True)
     started = time.perf_counter()
     meltano = ROOT / ".venv" / "bin" / "meltano"
-    proc = subprocess.run([str(meltano), "run", "tap-apixx", "target-duckdb"], cwd=ROOT, env=meltano_env(emu),
+    proc = subprocess.run([str(meltano), "run", "--state-id-suffix", STATE_ID_SUFFIX, "tap-apixx", "target-duckdb"], cwd=ROOT, env=meltano_env(emu),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     if proc.returncode != 0:
         print(proc.stdout[-4000:], file=sys.stderr)
@@ -73,7 +78,7 @@ def meltano_run(emu: EmulatorProcess, label: str) -> tuple[float, dict[str, int]
 def reset_warehouse(emu: EmulatorProcess) -> None:
     DUCKDB_FILE.unlink(missing_ok=True)
     meltano = ROOT / ".venv" / "bin" / "meltano"
-    subprocess.run([str(meltano), "state", "clear", "--force", "emulator:tap-apixx-to-target-duckdb"], cwd=ROOT,
+    subprocess.run([str(meltano), "state", "clear", "--force", STATE_ID], cwd=ROOT,
                    env=meltano_env(emu), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 

@@ -15,14 +15,29 @@ from apixx_emulator.testing import free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(meltano_available() is not None, reason=str(meltano_available()))]
 
 
+USER_STATE_ID = "emulator:tap-apixx-to-target-duckdb"  # what a user's own `meltano run` uses
+DEMO_STATE_ID = f"{USER_STATE_ID}:demo"
+
+
+def demo_env(tmp_path) -> dict[str, str]:
+    return {**os.environ, "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+            "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb")}
+
+
+def meltano_state(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "meltano"), "state", *args], cwd=ROOT,
+                          env=demo_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
+
+
 def run_demo(tmp_path, port: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
-           "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb")}
+    env = demo_env(tmp_path)
     return subprocess.run([sys.executable, "scripts/demo.py", "--port", str(port), "--records-per-entity", "150"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_demo_syncs_churns_and_syncs_only_the_changes(tmp_path):
+    users_state = '{"singer_state": {"bookmarks": {"order": {"replication_key_value": "2020-01-01T00:00:00.000Z"}}}}'
+    assert meltano_state(tmp_path, "set", "--force", USER_STATE_ID, users_state).returncode == 0
     proc = run_demo(tmp_path, free_port())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "MISMATCH" not in proc.stdout and "ground truth: yes" in proc.stdout
@@ -33,6 +48,9 @@ def test_demo_syncs_churns_and_syncs_only_the_changes(tmp_path):
         assert in_api == in_duckdb, entity
         assert synced == changed, f"{entity}: the second run synced {synced} records, {changed} changed"
     assert "Revenue by day" in second
+    # the demo keeps to its own state id: a user's own job state is left exactly as it was
+    assert "2020-01-01T00:00:00.000Z" in meltano_state(tmp_path, "get", USER_STATE_ID).stdout
+    assert "replication_key_value" in meltano_state(tmp_path, "get", DEMO_STATE_ID).stdout
 
 
 def test_demo_says_clearly_when_its_port_is_taken(tmp_path):
