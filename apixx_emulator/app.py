@@ -46,6 +46,13 @@ async def on_http_error(request: Request, err: StarletteHTTPException):
     return error_response(request, ApiError(err.status_code, CODES.get(err.status_code), message))
 
 
+async def on_unexpected(request: Request, err: Exception):
+    """A bug in a route: Starlette's last-resort handler answers with this (in the envelope, the
+    cause left to the server's log) and re-raises to the gate, which logs it."""
+    return error_response(request, ApiError(500, "internal_error",
+                                            f"Internal error in the emulator (request {request_id(request)}); see its log."))
+
+
 def create_app(settings: Settings | None = None) -> Any:
     """The emulator as an ASGI app; `app.state.store` is its state."""
     store = Store(settings or Settings())
@@ -56,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Any:
     api.add_exception_handler(ApiError, on_api_error)
     api.add_exception_handler(RequestValidationError, on_validation_error)
     api.add_exception_handler(StarletteHTTPException, on_http_error)
+    api.add_exception_handler(Exception, on_unexpected)
     api.include_router(data_api.build(store))
     api.include_router(control.build(store))
     for extension in load_extensions():

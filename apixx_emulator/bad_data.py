@@ -5,14 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Body
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from .entities import ENTITIES
+from .entities import ENTITIES, ENTITY_NAMES
 from .errors import ApiError
+from .inputs import BOOL, choice, integer, json_body
 
 Payload = dict[str, Any]
 KEYS = ("canonical_id", "updated_at")
@@ -73,6 +74,9 @@ KINDS = (*CORRUPTIONS, "repeat_cursor", "stale_page", "non_json")
 NON_JSON = b"<html><body>Service temporarily unavailable</body></html>"
 
 
+MAX_PLAN_COUNT = 1_000_000  # responses one plan may spoil or skip
+
+
 @dataclass
 class Plan:
     """Spoil `count` list responses of `entity` (every one if `always`), after `skip` good ones."""
@@ -100,6 +104,11 @@ class Plan:
         self.served += 1
         spoiled = self.served - self.skip
         return spoiled > 0 and (self.always or spoiled <= self.count)
+
+
+PLAN_FIELDS = {"entity": choice(*ENTITY_NAMES, nullable=False), "kind": choice(*KINDS, nullable=False),
+               "count": integer(0, MAX_PLAN_COUNT), "skip": integer(0, MAX_PLAN_COUNT), "always": BOOL, "once": BOOL}
+PLAN_BODY = json_body(PLAN_FIELDS, "bad-data", required=("entity", "kind"))
 
 
 class BadData:
@@ -154,7 +163,7 @@ def build(store: Any) -> APIRouter:
                         media_type="application/json")
 
     @router.post("/bad-data")
-    async def add_plan(body: Annotated[dict[str, Any], Body()]) -> Response:
+    async def add_plan(body: dict[str, Any] = PLAN_BODY) -> Response:
         try:
             plan = Plan.from_json(body)
         except (TypeError, ValueError) as err:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .entities import ENTITY_NAMES
-from .models import DEFAULT_KEYS, Settings
+from .models import DEFAULT_KEYS, MAX_RATE_LIMIT, MAX_RECORDS_PER_ENTITY, Settings
 from .timestamps import CURSOR_MODES, PRECISIONS, SINCE_MODES
 
+SHUTDOWN_GRACE_SECONDS = 2  # on SIGTERM, requests still running after this are cancelled
 EPILOG = """built-in keys (used when --keys-file is not given):
 """ + "\n".join(f"  {k['key']:<32} tenant={k['tenant']:<7} scopes={' '.join(k['scopes'])}" for k in DEFAULT_KEYS) + """
 
@@ -26,28 +30,42 @@ control plane (no key, loopback only; see the README):
 """
 
 
-def positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return number
+def bounded(lo: float, hi: float, kind: type = int) -> Callable[[str], Any]:
+    """An argparse type: a finite `kind` within lo..hi, or one clear usage error."""
+
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number) or not lo <= number <= hi:
+            what, span = ("an integer", f"{lo:,}..{hi:,}") if kind is int else ("a number", f"{lo:g}..{hi:g}")
+            raise argparse.ArgumentTypeError(f"must be {what} within {span}, got {value!r}")
+        return number
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+positive = bounded(1, MAX_RATE_LIMIT)
+records = bounded(1, MAX_RECORDS_PER_ENTITY)
 
 
 def entity_count(value: str) -> tuple[str, int]:
     entity, sep, count = value.partition("=")
     if not sep or entity not in ENTITY_NAMES:
         raise argparse.ArgumentTypeError(f"expected ENTITY=N with a canonical entity, got {value!r}")
-    return entity, positive(count)
+    return entity, records(count)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="apixx-emulator", description="A faithful local APIXX API for tests and demos.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port to listen on (default: 8765; 0 picks a free one)")
-    p.add_argument("--seed", type=int, default=42, help="seed for the generated data (default: 42)")
-    p.add_argument("--records-per-entity", type=positive, default=2000,
-                   help="records generated per entity, tenant and environment (default: 2000)")
+    p.add_argument("--port", type=bounded(0, 65535), default=8765, help="port to listen on (default: 8765; 0 picks a free one)")
+    p.add_argument("--seed", type=bounded(-(2**63), 2**63 - 1), default=42, help="seed for the generated data (default: 42)")
+    p.add_argument("--records-per-entity", type=records, default=2000,
+                   help=f"records generated per entity, tenant and environment (default: 2000, at most {MAX_RECORDS_PER_ENTITY:,})")
     p.add_argument("--records-for", action="append", default=[], type=entity_count, metavar="ENTITY=N",
                    help="generate N records of ENTITY instead of --records-per-entity (repeatable)")
     p.add_argument("--cursor-mode", choices=CURSOR_MODES, default="exclusive",
@@ -57,13 +75,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp-precision", choices=tuple(PRECISIONS), default="ms",
                    help="updated_at in milliseconds with a Z, e.g. 2026-07-18T10:00:00.123Z (ms, default), "
                         "or in microseconds with an offset, e.g. 2026-07-18T10:00:00.123456+00:00 (us)")
-    p.add_argument("--max-tie-size", type=positive, default=1000,
+    p.add_argument("--max-tie-size", type=records, default=1000,
                    help="largest group of records generated with one shared updated_at (default: 1000)")
     p.add_argument("--keys-file", help='JSON list of {"key", "tenant", "scopes"} replacing the built-in keys')
     p.add_argument("--read-limit", type=positive, default=600, help="GET requests per key per minute (default: 600)")
     p.add_argument("--write-limit", type=positive, default=120, help="POST/PATCH/DELETE per key per minute (default: 120)")
     p.add_argument("--trigger-limit", type=positive, default=60, help="POST /flows/{id}/trigger per key per minute (default: 60)")
-    p.add_argument("--rate-window-seconds", type=float, default=60.0,
+    p.add_argument("--rate-window-seconds", type=bounded(0.01, 86400, float), default=60.0,
                    help="length of the sliding rate-limit window (default: 60, as documented; shorter for quick tests)")
     p.add_argument("--webhook", action="append", default=[], metavar="URL=SECRET",
                    help="subscribe URL to every event, signing with SECRET (repeatable)")
@@ -132,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     host, port = sock.getsockname()[:2]
     print(f"apixx-emulator: serving on http://{host}:{port} (data ready in {time.perf_counter() - started:.1f}s; "
           f"data API /api/public/data, ops API /v1, control /_emulator)", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on", timeout_keep_alive=30)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on", timeout_keep_alive=30,
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

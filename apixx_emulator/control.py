@@ -5,22 +5,77 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from . import bad_data
 from .data_api import check_entity, json_response
+from .entities import ENTITY_NAMES
 from .errors import ApiError
-from .faults import FaultConfig
-from .models import Store
+from .faults import FAULT_KINDS, MAX_LATENCY_MS, MAX_RETRY_AFTER, FaultConfig
+from .inputs import BOOL, Field, choice, integer, json_body, number, text
+from .models import (
+    MAX_CHURN,
+    MAX_RATE_LIMIT,
+    MAX_RECORDS_PER_ENTITY,
+    REQUEST_LOG_MAX,
+    Dataset,
+    Store,
+)
 from .timestamps import CURSOR_MODES, PRECISIONS, SINCE_MODES, parse_us
 
 
-def dataset_of(store: Store, tenant: str, env: str):
+def dataset_of(store: Store, tenant: str, env: str) -> Dataset:
     if (tenant, env) not in store.tenants():
         known = ", ".join(f"{t}/{e}" for t, e in store.tenants())
-        raise ApiError(404, "not_found", f"No dataset for tenant '{tenant}' env '{env}'. Known: {known}.")
+        raise ApiError(404, "not_found", f"No dataset for tenant '{tenant[:60]}' env '{env[:60]}'. Known: {known}.")
     return store.dataset(tenant, env)
+
+
+def no_key_fields(value: dict) -> str | None:
+    fixed = sorted({"canonical_id", "updated_at"} & set(value))
+    if fixed:
+        return f"must not change {', '.join(fixed)} (churn sets updated_at itself)"
+    return None if len(value) <= 100 else "must name at most 100 fields"
+
+
+def timestamp(value: str) -> str | None:
+    try:
+        parse_us(value)
+    except (ValueError, OverflowError):
+        return "must be an RFC 3339 timestamp"
+    return None
+
+
+TENANT = {"tenant": text(100), "env": text(100)}
+RESET_FIELDS = {
+    "seed": integer(-(2**63), 2**63 - 1),
+    "records_per_entity": integer(1, MAX_RECORDS_PER_ENTITY),
+    "cursor_mode": choice(*CURSOR_MODES),
+    "since_mode": choice(*SINCE_MODES),
+    "timestamp_precision": choice(*PRECISIONS),
+}
+CHURN_FIELDS = {
+    **TENANT,
+    "entity": choice(*ENTITY_NAMES, nullable=False),
+    **{name: integer(0, MAX_CHURN) for name in ("updates", "inserts", "deletes", "merges")},
+    "tie": BOOL,
+    "set": Field("object", check=no_key_fields),
+    "at": text(64, check=timestamp),
+}
+FAULT_FIELDS = {
+    **{f"{kind}_rate": number(0, 1) for kind in FAULT_KINDS},
+    "latency_ms": number(0, MAX_LATENCY_MS),
+    "jitter_ms": number(0, MAX_LATENCY_MS),
+    "retry_after": integer(0, MAX_RETRY_AFTER),
+    "seed": integer(-(2**63), 2**63 - 1),
+}
+LIMIT_FIELDS = {bucket: integer(1, MAX_RATE_LIMIT) for bucket in ("read", "write", "trigger")}
+RESET_BODY = json_body(RESET_FIELDS, "reset")
+CHURN_BODY = json_body(CHURN_FIELDS, "churn", required=("entity",))
+FAULT_BODY = json_body(FAULT_FIELDS, "faults")
+LIMIT_BODY = json_body(LIMIT_FIELDS, "limits")
 
 
 def build(store: Store) -> APIRouter:
@@ -32,44 +87,30 @@ def build(store: Store) -> APIRouter:
             k: v for k, v in vars(store.settings).items() if k not in ("keys", "webhooks")}})
 
     @router.post("/reset")
-    async def reset(body: dict[str, Any] = Body(default_factory=dict)) -> Response:
-        seed, n = body.get("seed"), body.get("records_per_entity")
-        if (seed is not None and not isinstance(seed, int)) or (n is not None and (not isinstance(n, int) or n < 1)):
-            raise ApiError(422, "validation_error", "'seed' must be an integer and 'records_per_entity' a positive integer.")
-        modes = {"cursor_mode": CURSOR_MODES, "since_mode": SINCE_MODES, "timestamp_precision": tuple(PRECISIONS)}
-        for name, allowed in modes.items():
-            if body.get(name) is not None and body[name] not in allowed:
-                raise ApiError(422, "validation_error", f"'{name}' must be one of {', '.join(allowed)}.")
-        store.reset(seed=seed, records_per_entity=n, **{name: body.get(name) for name in modes})
+    async def reset(body: dict[str, Any] = RESET_BODY) -> Response:
+        store.reset(**body)
         for hook in store.extensions.get("on_reset", []):
             hook()
         return json_response({name: getattr(store.settings, name) for name in store.RESETTABLE})
 
     @router.post("/churn")
-    async def churn(body: dict[str, Any] = Body(...)) -> Response:
-        entity = body.get("entity", "")
-        check_entity(entity)
+    async def churn(body: dict[str, Any] = CHURN_BODY) -> Response:
+        at = parse_us(body["at"]) if "at" in body else None
         counts = {name: body.get(name, 0) for name in ("updates", "inserts", "deletes", "merges")}
-        for name, value in counts.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ApiError(422, "validation_error", f"'{name}' must be a non-negative integer.")
-        at = body.get("at")
-        if at is not None:
-            try:
-                at = parse_us(at)
-            except (TypeError, ValueError, AttributeError, OverflowError):
-                raise ApiError(422, "validation_error", "'at' must be an RFC 3339 timestamp.") from None
-        dataset = dataset_of(store, body.get("tenant", "acme"), body.get("env", "live"))
-        result = dataset.churn(entity, counts["updates"], counts["inserts"], bool(body.get("tie", False)), body.get("set"),
-                               at, deletes=counts["deletes"], merges=counts["merges"])
-        return json_response(result)
+
+        def work() -> dict:
+            dataset = dataset_of(store, body.get("tenant", "acme"), body.get("env", "live"))
+            return dataset.churn(body["entity"], counts["updates"], counts["inserts"], body.get("tie", False),
+                                 body.get("set"), at, deletes=counts["deletes"], merges=counts["merges"])
+
+        return json_response(await run_in_threadpool(work))  # generation and re-sorting stay off the event loop
 
     @router.post("/faults")
-    async def set_faults(body: dict[str, Any] = Body(...)) -> Response:
+    async def set_faults(body: dict[str, Any] = FAULT_BODY) -> Response:
         try:
             store.faults.configure(FaultConfig.from_json(body))
         except (TypeError, ValueError) as err:
-            raise ApiError(422, "validation_error", str(err)) from None
+            raise ApiError(422, "validation_error", f"faults: {err}.") from None
         return json_response(store.faults.describe())
 
     @router.get("/faults")
@@ -82,8 +123,8 @@ def build(store: Store) -> APIRouter:
         return json_response(store.faults.describe())
 
     @router.get("/records/{entity}")
-    async def ground_truth(entity: str, tenant: str = Query("acme"), env: str = Query("live")) -> Response:
-        check_entity(entity)
+    def ground_truth(entity: str, tenant: str = Query("acme"), env: str = Query("live")) -> Response:
+        check_entity(entity)  # a sync route: generating and serialising a large table stays off the event loop
         dataset = dataset_of(store, tenant, env)
         with dataset.lock:
             table = dataset.tables[entity]
@@ -91,7 +132,7 @@ def build(store: Store) -> APIRouter:
                                   "data": table.records, "gone": table.gone_view()})
 
     @router.get("/stats")
-    async def stats(limit: int = Query(1000, ge=0)) -> Response:
+    async def stats(limit: int = Query(1000, ge=0, le=REQUEST_LOG_MAX)) -> Response:
         log = list(store.request_log)
         by_route = Counter(e["route"] for e in log)
         by_status = Counter(str(e["status"]) for e in log)
@@ -107,11 +148,8 @@ def build(store: Store) -> APIRouter:
         return json_response({"cleared": True})
 
     @router.post("/limits")
-    async def set_limits(body: dict[str, Any] = Body(...)) -> Response:
-        for bucket, value in body.items():
-            if bucket not in store.limiter.limits or not isinstance(value, int) or value < 1:
-                raise ApiError(422, "validation_error", f"Unknown bucket or bad limit: {bucket}={value!r}.")
-            store.limiter.limits[bucket] = value
+    async def set_limits(body: dict[str, Any] = LIMIT_BODY) -> Response:
+        store.limiter.limits.update(body)
         store.limiter.clear()
         return json_response(store.limiter.limits)
 

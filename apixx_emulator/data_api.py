@@ -8,11 +8,12 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from . import bad_data
 from .entities import ENTITIES, field_names
 from .errors import ApiError
-from .models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ApiKey, Store
+from .models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ApiKey, Dataset, Store
 from .timestamps import parse_us
 
 
@@ -45,6 +46,12 @@ def require_scope(request: Request, scope: str) -> ApiKey:
     if scope not in key.scopes:
         raise ApiError(403, "forbidden", f"This API key lacks the '{scope}' scope.")
     return key
+
+
+async def dataset_for(store: Store, key: ApiKey) -> Dataset:
+    """The caller's dataset; the first request of a tenant generates it in a worker thread, so the
+    event loop (other requests, a SIGTERM) never waits for it."""
+    return store.ready(key.tenant, key.env) or await run_in_threadpool(store.dataset, key.tenant, key.env)
 
 
 def check_entity(entity: str) -> None:
@@ -97,7 +104,7 @@ def build(store: Store) -> APIRouter:
         since = timestamp_param("updated_since", updated_since)
         after = timestamp_param("cursor", cursor)
         wanted = field_list(entity, fields)
-        dataset = store.dataset(key.tenant, key.env)
+        dataset = await dataset_for(store, key)
         modes, precision = store.settings, dataset.precision
         since_bound = None if since is None else precision.lower_bound(since, modes.since_mode == "inclusive")
         after_bound = None if after is None else precision.lower_bound(after, modes.cursor_mode == "inclusive")
@@ -113,7 +120,7 @@ def build(store: Store) -> APIRouter:
     async def get_record(request: Request, entity: str, canonical_id: str) -> Response:
         key = require_scope(request, "data:read")
         check_entity(entity)
-        dataset = store.dataset(key.tenant, key.env)
+        dataset = await dataset_for(store, key)
         with dataset.lock:
             record = dataset.tables[entity].by_id.get(canonical_id)
             if record is None:

@@ -12,6 +12,7 @@ CODES = {  # status -> the documented error code
     405: "method_not_allowed",
     409: "conflict",
     413: "invalid_request",
+    415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
     500: "internal_error",

@@ -7,6 +7,8 @@ import threading
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+MAX_LATENCY_MS = 60_000  # injected latency (and jitter) is at most a minute: a client's timeout, not a hang
+MAX_RETRY_AFTER = 86_400  # an injected 429 asks for at most a day's wait
 FAULT_KINDS = ("error_500", "html_502", "rate_429", "reset", "truncated")
 
 HTML_502 = (
@@ -37,8 +39,10 @@ class FaultConfig:
         rates = [getattr(config, f"{k}_rate") for k in FAULT_KINDS]
         if any(not 0 <= r <= 1 for r in rates) or sum(rates) > 1:
             raise ValueError("each *_rate must be within 0..1 and together at most 1")
-        if config.latency_ms < 0 or config.jitter_ms < 0 or config.retry_after < 0:
-            raise ValueError("latency_ms, jitter_ms and retry_after must not be negative")
+        if not (0 <= config.latency_ms <= MAX_LATENCY_MS and 0 <= config.jitter_ms <= MAX_LATENCY_MS):
+            raise ValueError(f"latency_ms and jitter_ms must be within 0..{MAX_LATENCY_MS}")
+        if not 0 <= config.retry_after <= MAX_RETRY_AFTER:
+            raise ValueError(f"retry_after must be within 0..{MAX_RETRY_AFTER}")
         return config
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -11,12 +12,14 @@ import orjson
 
 from .errors import ApiError, new_request_id
 from .faults import HTML_502
+from .inputs import MAX_BODY_BYTES
 from .models import Store, bucket_for
 
 DATA_PREFIX = "/api/public/data"
 OPS_PREFIX = "/v1"
 CONTROL_PREFIX = "/_emulator"
 LOOPBACK = ("127.", "::1", "localhost")
+log = logging.getLogger("apixx_emulator")
 
 
 def is_api(path: str) -> bool:
@@ -32,6 +35,50 @@ def route_name(path: str) -> str:
         parts = [p for p in path[len(OPS_PREFIX):].split("/") if p]
         return "ops:" + ":".join(p if i % 2 == 0 else "{id}" for i, p in enumerate(parts))
     return path
+
+
+def guard_control_plane(scope: dict) -> None:
+    """The control plane changes everything and needs no key, so only a local program may call it:
+    the caller's address and the Host it asked for must both be loopback (a web page cannot then
+    reach it, even through DNS rebinding), and a body must be JSON (a cross-site HTML form cannot
+    send that without the browser asking first)."""
+    client = (scope.get("client") or ("",))[0] or ""
+    if not client.startswith(LOOPBACK) and client != "testclient":
+        raise ApiError(403, "forbidden", "The control plane answers on loopback only.")
+    host = header(scope, b"host")
+    if not loopback_host(host) and not (client == "testclient" and host == "testserver"):  # Starlette's TestClient
+        shown = "no Host header" if host is None else f"Host {host[:80]!r}"
+        raise ApiError(403, "forbidden", f"The control plane answers only to a loopback Host "
+                                         f"(localhost, 127.0.0.1 or [::1]); this request has {shown}.")
+    length = header(scope, b"content-length")
+    has_body = scope["method"] in ("POST", "PUT", "PATCH") or (length not in (None, "0")) \
+        or header(scope, b"transfer-encoding") is not None
+    kind = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    if has_body and kind != "application/json":
+        raise ApiError(415, "unsupported_media_type", f"The control plane takes JSON: send "
+                                                      f"'Content-Type: application/json' (got {kind[:80] or 'none'!r}).")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        raise ApiError(413, "invalid_request", f"A control-plane body must be at most {MAX_BODY_BYTES} bytes.")
+
+
+def loopback_host(host: str | None) -> bool:
+    """localhost, 127.x.y.z or [::1], with or without a port."""
+    if host is None:
+        return False
+    name = host.strip().lower()
+    if name.startswith("["):
+        name, closed, port = name[1:].partition("]")
+        if not closed or (port and not port.startswith(":")):
+            return False
+        port = port[1:]
+    else:
+        name, _, port = name.partition(":")
+    if port and not (port.isdigit() and len(port) <= 5):
+        return False
+    if name in ("localhost", "::1"):
+        return True
+    parts = name.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
 
 
 def header(scope: dict, name: bytes) -> str | None:
@@ -67,9 +114,7 @@ class Gate:
         started = time.perf_counter()
         try:
             if path.startswith(CONTROL_PREFIX):
-                host = (scope.get("client") or ("",))[0] or ""
-                if not host.startswith(LOOPBACK) and host != "testclient":
-                    raise ApiError(403, "forbidden", "The control plane answers on loopback only.")
+                guard_control_plane(scope)
                 return await self._forward(scope, receive, send, extra, outcome, None)
             if not is_api(path):
                 return await self._forward(scope, receive, send, extra, outcome, None)
@@ -98,6 +143,16 @@ class Gate:
                                f"{decision.retry_after} s.", {"retry-after": str(decision.retry_after)})
             await self._forward(scope, receive, send, extra, outcome, fault if fault == "truncated" else None)
         except ApiError as err:
+            await send_error(send, err, request_id, extra, outcome)
+        except asyncio.CancelledError:  # the server is stopping (SIGTERM) while this request waits
+            if not outcome["status"]:
+                await send_error(send, ApiError(503, "internal_error", "The emulator is shutting down; retry later."),
+                                 request_id, extra, outcome)
+        except Exception:  # a bug: still one JSON error with the request id, never a plain-text 500
+            log.exception("unhandled error in %s %s (%s)", method, path, request_id)
+            if outcome["status"]:
+                return  # the answer had started: nothing more can be said on this connection
+            err = ApiError(500, "internal_error", f"Internal error in the emulator (request {request_id}); see its log.")
             await send_error(send, err, request_id, extra, outcome)
         finally:
             self._log(scope, outcome, started)

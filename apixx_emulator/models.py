@@ -22,6 +22,9 @@ WINDOW_SECONDS = 60  # the rate limiter's sliding window
 DATA_START_MS = 1751328000000  # 2025-07-01T00:00:00Z: generated history starts here ...
 DATA_SPAN_MS = 365 * 86400 * 1000  # ... and covers one year
 REQUEST_LOG_MAX = 200_000
+MAX_RECORDS_PER_ENTITY = 1_000_000  # per entity, tenant and environment: generation stays within minutes
+MAX_CHURN = 100_000  # records one churn call may change, per kind of change
+MAX_RATE_LIMIT = 10**9  # requests per window a limit may allow
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,6 +375,10 @@ class Store:
                              PRECISIONS[s.timestamp_precision])
                 self._datasets[(tenant, env)] = ds
             return ds
+
+    def ready(self, tenant: str, env: str) -> Dataset | None:
+        """The dataset if it has been generated already (no waiting, no generating)."""
+        return self._datasets.get((tenant, env))
 
     def tenants(self) -> list[tuple[str, str]]:
         return sorted({(k.tenant, k.env) for k in self.keys.by_id.values()})

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from .clock import EmulatorClock, hooks
 from .control import dataset_of
-from .data_api import ErrorEnvelope, json_response, require_scope
+from .data_api import ErrorEnvelope, dataset_for, json_response, require_scope
 from .errors import ApiError
+from .inputs import choice, integer, json_body, number, text
 from .models import Store
 from .ops_models import RUN_STATUSES, TERMINAL, OpsState, Run
 from .timestamps import iso_s, parse_us
@@ -163,8 +165,9 @@ def status_param(value: str | None) -> str | None:
 def build_api(store: Store, clock: EmulatorClock, state_for: Callable[[str, str], OpsState]) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["ops"])
 
-    def context(request: Request, scope: str) -> tuple[OpsState, int]:
+    async def context(request: Request, scope: str) -> tuple[OpsState, int]:
         key = require_scope(request, scope)
+        await dataset_for(store, key)  # generated off the event loop on a tenant's first request
         state, now = state_for(key.tenant, key.env), clock.now_ms()
         state.tick(now)
         return state, now
@@ -172,7 +175,7 @@ def build_api(store: Store, clock: EmulatorClock, state_for: Callable[[str, str]
     @router.get("/flows", response_model=None, responses={200: {"model": FlowList}, **ERRORS},
                 summary="List flows, by id")
     async def list_flows(request: Request, limit: int = LIMIT, starting_after: str | None = AFTER) -> Response:
-        state, _ = context(request, READ)
+        state, _ = await context(request, READ)
         with state.lock:
             body = paged(state.sorted_flows(), lambda f: f.id, lambda f: f.view(), limit, starting_after,
                          state.flows, "flow")
@@ -181,28 +184,28 @@ def build_api(store: Store, clock: EmulatorClock, state_for: Callable[[str, str]
     @router.get("/flows/{flow_id}", response_model=None, responses={200: {"model": FlowDetail}, **ERRORS},
                 summary="Retrieve a flow with its connectors and schedule")
     async def get_flow(request: Request, flow_id: str) -> Response:
-        state, now = context(request, READ)
+        state, now = await context(request, READ)
         with state.lock:
             return json_response(state.flow_detail(state.flow(flow_id), now))
 
     @router.post("/flows/{flow_id}/pause", response_model=None, responses={200: {"model": Flow}, **ACTION_ERRORS},
                  summary="Pause a flow (409 if already paused)")
     async def pause_flow(request: Request, flow_id: str) -> Response:
-        state, now = context(request, WRITE)
+        state, now = await context(request, WRITE)
         with state.lock:
             return json_response(state.pause(flow_id, now))
 
     @router.post("/flows/{flow_id}/resume", response_model=None, responses={200: {"model": Flow}, **ACTION_ERRORS},
                  summary="Resume a paused flow (409 if active)")
     async def resume_flow(request: Request, flow_id: str) -> Response:
-        state, now = context(request, WRITE)
+        state, now = await context(request, WRITE)
         with state.lock:
             return json_response(state.resume(flow_id, now))
 
     @router.post("/flows/{flow_id}/trigger", status_code=202, response_model=None,
                  responses={202: {"model": RunCreated}, **ACTION_ERRORS}, summary="Start a run now (409 if paused)")
     async def trigger_flow(request: Request, flow_id: str) -> Response:
-        state, now = context(request, WRITE)
+        state, now = await context(request, WRITE)
         with state.lock:
             return json_response({"run_id": state.trigger(flow_id, now).id}, 202)
 
@@ -218,7 +221,7 @@ def build_api(store: Store, clock: EmulatorClock, state_for: Callable[[str, str]
         to: str | None = Query(None, description="RFC 3339; started_at < to"),
     ) -> Response:
         wanted, start, end = status_param(status), time_param("from", from_), time_param("to", to)
-        state, now = context(request, READ)
+        state, now = await context(request, READ)
         with state.lock:
             runs = state.sorted_runs(flow_id, wanted, start, end, now)
             body = paged(runs, Run.sort_key, lambda r: r.view(now), limit, starting_after, state.runs, "run")
@@ -227,7 +230,7 @@ def build_api(store: Store, clock: EmulatorClock, state_for: Callable[[str, str]
     @router.get("/runs/{run_id}", response_model=None, responses={200: {"model": RunDetail}, **ERRORS},
                 summary="Retrieve a run with its errors")
     async def get_run(request: Request, run_id: str) -> Response:
-        state, now = context(request, READ)
+        state, now = await context(request, READ)
         with state.lock:
             return json_response(state.run(run_id).view(now, detail=True))
 
@@ -235,14 +238,14 @@ def build_api(store: Store, clock: EmulatorClock, state_for: Callable[[str, str]
                  responses={202: {"model": RunCreated}, **ACTION_ERRORS},
                  summary="Retry a failed or partial run (409 otherwise)")
     async def retry_run(request: Request, run_id: str) -> Response:
-        state, now = context(request, WRITE)
+        state, now = await context(request, WRITE)
         with state.lock:
             return json_response({"run_id": state.retry(run_id, now).id}, 202)
 
     @router.get("/connectors", response_model=None, responses={200: {"model": ConnectorList}, **ERRORS},
                 summary="List connectors, by id")
     async def list_connectors(request: Request, limit: int = LIMIT, starting_after: str | None = AFTER) -> Response:
-        state, _ = context(request, READ)
+        state, _ = await context(request, READ)
         with state.lock:
             body = paged(state.sorted_connectors(), lambda c: c.id, lambda c: c.view(), limit, starting_after,
                          state.connectors, "connector")
@@ -251,14 +254,14 @@ def build_api(store: Store, clock: EmulatorClock, state_for: Callable[[str, str]
     @router.get("/connectors/{connector_id}", response_model=None, responses={200: {"model": Connector}, **ERRORS},
                 summary="Retrieve a connector")
     async def get_connector(request: Request, connector_id: str) -> Response:
-        state, _ = context(request, READ)
+        state, _ = await context(request, READ)
         with state.lock:
             return json_response(state.connector(connector_id).view())
 
     @router.post("/connectors/{connector_id}/verify", response_model=None,
                  responses={200: {"model": VerifyResult}, **ERRORS}, summary="Test a connector's credentialed link")
     async def verify_connector(request: Request, connector_id: str) -> Response:
-        state, now = context(request, WRITE)
+        state, now = await context(request, WRITE)
         with state.lock:
             return json_response(state.verify(connector_id, now))
 
@@ -276,12 +279,23 @@ def build_api(store: Store, clock: EmulatorClock, state_for: Callable[[str, str]
 
 
 # -- the control plane ------------------------------------------------------------------------
+MAX_ADVANCE_SECONDS = 366 * 86400  # emulator time moves at most a year per call
+MAX_RUN_SECONDS = 7 * 86400  # a forced run lasts at most a week
+ADVANCE_FIELDS = {"seconds": number(0, MAX_ADVANCE_SECONDS, nullable=False)}
+DEGRADE_FIELDS = {"code": text(100), "message": text(500)}
+NEXT_RUN_FIELDS = {"tenant": text(100), "env": text(100), "flow_id": text(100), "status": choice(*TERMINAL, nullable=False),
+                   "duration_seconds": number(0.001, MAX_RUN_SECONDS), "records_processed": integer(0, 10**9)}
+ADVANCE_BODY = json_body(ADVANCE_FIELDS, "time/advance", required=("seconds",))
+DEGRADE_BODY = json_body(DEGRADE_FIELDS, "degrade")
+NEXT_RUN_BODY = json_body(NEXT_RUN_FIELDS, "ops/next-run", required=("status",))
+
+
 def build_control(store: Store, clock: EmulatorClock, state_for: Callable[[str, str], OpsState],
                   tick_all: Callable[[], None]) -> APIRouter:
     router = APIRouter(prefix="/_emulator", tags=["control plane"], include_in_schema=False)
 
-    def state_of(tenant: str, env: str) -> tuple[OpsState, int]:
-        dataset_of(store, tenant, env)  # 404 naming the known tenants
+    async def state_of(tenant: str, env: str) -> tuple[OpsState, int]:
+        await run_in_threadpool(dataset_of, store, tenant, env)  # 404 naming the known tenants; generated off the loop
         state, now = state_for(tenant, env), clock.now_ms()
         state.tick(now)
         return state, now
@@ -291,10 +305,10 @@ def build_control(store: Store, clock: EmulatorClock, state_for: Callable[[str, 
         return json_response(clock.describe())
 
     @router.post("/time/advance")
-    def advance_time(body: Annotated[dict[str, Any], Body()]) -> Response:  # sync: the hooks may send webhooks
-        seconds = body.get("seconds")
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ApiError(422, "validation_error", "'seconds' must be a non-negative number.")
+    async def advance_time(body: dict[str, Any] = ADVANCE_BODY) -> Response:
+        return await run_in_threadpool(advance, body["seconds"])  # off the event loop: the hooks may send webhooks
+
+    def advance(seconds: float) -> Response:
         clock.advance(seconds)
         tick_all()
         for hook in hooks(store, "on_time_advanced"):
@@ -303,7 +317,7 @@ def build_control(store: Store, clock: EmulatorClock, state_for: Callable[[str, 
 
     @router.get("/ops/{kind}")
     async def ground_truth(kind: str, tenant: str = Query("acme"), env: str = Query("live")) -> Response:
-        state, now = state_of(tenant, env)
+        state, now = await state_of(tenant, env)
         with state.lock:
             if kind == "flows":
                 data = [state.flow_detail(f, now) for f in state.sorted_flows()]
@@ -318,26 +332,20 @@ def build_control(store: Store, clock: EmulatorClock, state_for: Callable[[str, 
 
     @router.post("/ops/connectors/{connector_id}/degrade")
     async def degrade(connector_id: str, tenant: str = Query("acme"), env: str = Query("live"),
-                      body: Annotated[dict[str, Any] | None, Body()] = None) -> Response:
-        body = body or {}
-        state, now = state_of(tenant, env)
+                      body: dict[str, Any] = DEGRADE_BODY) -> Response:
+        state, now = await state_of(tenant, env)
         with state.lock:
             return json_response(state.degrade(connector_id, now, body.get("code"), body.get("message")))
 
     @router.post("/ops/connectors/{connector_id}/restore")
     async def restore(connector_id: str, tenant: str = Query("acme"), env: str = Query("live")) -> Response:
-        state, now = state_of(tenant, env)
+        state, now = await state_of(tenant, env)
         with state.lock:
             return json_response(state.restore(connector_id, now))
 
     @router.post("/ops/next-run")
-    async def next_run(body: Annotated[dict[str, Any], Body()]) -> Response:
-        if body.get("status") not in TERMINAL:
-            raise ApiError(422, "validation_error", f"'status' must be one of {', '.join(TERMINAL)}.")
-        duration = body.get("duration_seconds")
-        if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
-            raise ApiError(422, "validation_error", "'duration_seconds' must be a positive number.")
-        state, _ = state_of(body.get("tenant", "acme"), body.get("env", "live"))
+    async def next_run(body: dict[str, Any] = NEXT_RUN_BODY) -> Response:
+        state, _ = await state_of(body.get("tenant", "acme"), body.get("env", "live"))
         with state.lock:
             if body.get("flow_id") is not None:
                 state.flow(body["flow_id"])

@@ -75,6 +75,10 @@ class EmulatorProcess:
 
     # -- control plane -------------------------------------------------------------------
     def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A control-plane call; its JSON answer, or HTTPError. A POST always says it sends JSON
+        (the control plane refuses anything else), even when it has no body."""
+        if method.upper() in ("POST", "PUT", "PATCH") and "json" not in kwargs and "data" not in kwargs:
+            kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
         response = self.http.request(method, self.base_url + path, timeout=120, **kwargs)
         response.raise_for_status()
         return response.json()

@@ -10,16 +10,17 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
 import requests
-from fastapi import APIRouter, Body, FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import Response
 
 from .clock import EmulatorClock, clock_of, hooks
 from .data_api import json_response
 from .errors import ApiError
+from .inputs import OBJECT, Field, choice, json_body, text
 from .models import Store
 from .timestamps import iso_ms
 
@@ -202,6 +203,16 @@ class Dispatcher:
         self.load_settings()
 
 
+def web_url(value: str) -> str | None:
+    return None if value.startswith(("http://", "https://")) else "must be an http:// or https:// URL"
+
+
+SUBSCRIBE_FIELDS = {"url": text(check=web_url), "secret": text(500), "events": Field("texts", hi=20)}
+TEST_EVENT_FIELDS = {"type": choice(*EVENTS, nullable=False), "data": OBJECT}
+SUBSCRIBE_BODY = json_body(SUBSCRIBE_FIELDS, "webhooks", required=("url", "secret"))
+TEST_EVENT_BODY = json_body(TEST_EVENT_FIELDS, "webhooks/test", required=("type",))
+
+
 def build_control(dispatcher: Dispatcher) -> APIRouter:
     router = APIRouter(prefix="/_emulator/webhooks", tags=["control plane"], include_in_schema=False)
 
@@ -211,16 +222,12 @@ def build_control(dispatcher: Dispatcher) -> APIRouter:
             return json_response({"data": [s.view() for s in dispatcher.subscriptions.values()]})
 
     @router.post("")
-    async def subscribe(body: Annotated[dict[str, Any], Body()]) -> Response:
-        url, secret, events = body.get("url"), body.get("secret"), body.get("events") or ["*"]
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ApiError(422, "validation_error", "'url' must be an http:// or https:// URL.")
-        if not isinstance(secret, str) or not secret:
-            raise ApiError(422, "validation_error", "'secret' must be a non-empty string.")
-        unknown = [e for e in events if e != "*" and e not in EVENTS] if isinstance(events, list) else [events]
+    async def subscribe(body: dict[str, Any] = SUBSCRIBE_BODY) -> Response:
+        events = body.get("events") or ["*"]
+        unknown = [e for e in events if e != "*" and e not in EVENTS]
         if unknown:
             raise ApiError(422, "validation_error", f"Unknown event(s) {unknown}; known: *, {', '.join(EVENTS)}.")
-        return json_response(dispatcher.subscribe(url, secret, events).view(), 201)
+        return json_response(dispatcher.subscribe(body["url"], body["secret"], events).view(), 201)
 
     @router.delete("/{sub_id}")
     async def unsubscribe(sub_id: str) -> Response:
@@ -237,14 +244,12 @@ def build_control(dispatcher: Dispatcher) -> APIRouter:
         return json_response({"count": len(found), "data": found})
 
     @router.post("/flush")
-    def flush() -> Response:  # sync: waits for the attempts it starts
+    def flush() -> Response:  # a sync route (a worker thread): it waits for the attempts it starts
         dispatcher.settle()
         return json_response({"pending": sum(d.state == "pending" for d in dispatcher.deliveries.values())})
 
     @router.post("/test")
-    async def test_event(body: Annotated[dict[str, Any], Body()]) -> Response:
-        if body.get("type") not in EVENTS:
-            raise ApiError(422, "validation_error", f"'type' must be one of {', '.join(EVENTS)}.")
+    async def test_event(body: dict[str, Any] = TEST_EVENT_BODY) -> Response:
         dispatcher.on_event(body["type"], body.get("data") or {}, dispatcher.clock.now_ms())
         return json_response({"fired": body["type"]}, 202)
 
