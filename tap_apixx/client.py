@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing as t
 from functools import cached_property
+from urllib.parse import quote
 
 from singer_sdk.authenticators import BearerTokenAuthenticator
 
@@ -21,6 +22,7 @@ class ApixxStream(TransportStream):
     """Shared plumbing of every APIXX stream; sending, pacing and retries are TransportStream's."""
 
     sync_last = False  # parallel.py starts these streams after the others
+    url_setting = "data_url"  # the setting holding this stream's base URL
 
     @cached_property
     def authenticator(self) -> BearerTokenAuthenticator:
@@ -35,12 +37,22 @@ class ApixxStream(TransportStream):
         return {"Accept": "application/json"}
 
     @property
+    def url_base(self) -> str:
+        return str(self.config.get(self.url_setting, "")).rstrip("/")
+
+    @property
     def timeout(self) -> int:
         return int(self.config.get("request_timeout", DEFAULT_REQUEST_TIMEOUT))
 
     @property
     def path(self) -> str:  # type: ignore[override]
         return f"/{self.name}"
+
+    def get_by_id(self, object_id: str) -> requests.Response:
+        """`GET <base>/<stream>/<id>`, through the same pacer, retries and error policy."""
+        url = f"{self.url_base}{self.path}/{quote(object_id, safe='')}"
+        prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
+        return self.send(prepared, None)
 
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
         yield from response_body(response).get("data") or []

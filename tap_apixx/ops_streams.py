@@ -31,10 +31,7 @@ class OpsStream(ApixxStream):
     required_scope = "flows:read"
     primary_keys = ("id",)
     sync_last = True  # after the canonical streams
-
-    @property
-    def url_base(self) -> str:
-        return self.config.get("api_url", "").rstrip("/")
+    url_setting = "api_url"
 
     @cached_property
     def page_limit(self) -> int:
@@ -62,11 +59,8 @@ class OpsStream(ApixxStream):
         return None
 
     def fetch_detail(self, object_id: str) -> dict[str, t.Any]:
-        """`GET /<stream>/<id>`, through the same pacer, retries and error policy as the list."""
-        url = f"{self.url_base}{self.path}/{object_id}"
-        prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
-        response = self.send(prepared, self.context)
-        return response_body(response)
+        """The object's detail fields (`GET /<stream>/<id>`)."""
+        return response_body(self.get_by_id(object_id))
 
 
 class FlowsStream(OpsStream):

@@ -67,10 +67,6 @@ class CanonicalStream(PageOutput, ApixxStream):
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     STATE_MSG_FREQUENCY = 10**9  # STATE is written after every page instead (_checkpoint)
 
-    @property
-    def url_base(self) -> str:
-        return self.config.get("data_url", "").rstrip("/")
-
     @cached_property
     def selected_fields(self) -> frozenset[str]:
         """The properties the catalog selects (all but the deselected ones)."""

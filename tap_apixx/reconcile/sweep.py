@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
+from tap_apixx.bookmarks import parse_ts
 from tap_apixx.client import ApixxStream
 from tap_apixx.error_policy import request_id
 from tap_apixx.errors import ApiRequestError
@@ -27,7 +28,7 @@ CLOCK_MARGIN_US = 1_000_000  # the Date header has whole seconds: start the cuto
 def to_us(value: str | datetime) -> int:
     """Microseconds since the epoch of an RFC 3339 string or a datetime (naive = UTC)."""
     if isinstance(value, str):
-        value = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        value = parse_ts(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     delta = value - EPOCH
@@ -131,16 +132,10 @@ class IdLookupStream(ApixxStream):
     def __init__(self, tap: TapApixx, entity: str) -> None:
         super().__init__(tap=tap, name=entity, schema=load_schema(entity))
 
-    @property
-    def url_base(self) -> str:
-        return self.config.get("data_url", "").rstrip("/")
-
     def exists(self, canonical_id: str) -> bool:
         """False on 404 (gone), True on 200; any other failure is the tap's one-line error."""
-        url = f"{self.url_base}/{self.name}/{canonical_id}"
-        prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
         try:
-            self.send(prepared, None)
+            self.get_by_id(canonical_id)
         except ApiRequestError as exc:
             if exc.status == 404:
                 return False
