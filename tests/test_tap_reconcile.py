@@ -132,19 +132,22 @@ def test_changes_during_the_sweep_are_not_drift(emulator_factory, tmp_path, monk
 
 def test_mark_deleted_marks_only_rows_gone_from_the_api(emulator, tmp_path):
     path = tmp_path / "w.duckdb"
-    loaded = warehouse_from_truth(emulator, path, ["refund"])["refund"]
+    loaded = warehouse_from_truth(emulator, path, ["refund", "inventory"])["refund"]
     gone = ["00000000-0000-4000-8000-0000000000a1", "00000000-0000-4000-8000-0000000000a2"]
     con = duckdb.connect(str(path))
     for cid in gone:
         con.execute('INSERT INTO apixx."refund" VALUES (?, TIMESTAMP \'2025-01-01\', NULL)', [cid])
     con.close()
-    outcome = run_reconcile(emulator, path, ["refund"], mark_deleted=True)
+    outcome = run_reconcile(emulator, path, ["refund", "inventory"], mark_deleted=True)
     assert outcome.acted["refund"] == {"marked": 2, "unmarked": 0, "deleted": 0}
+    assert outcome.acted["inventory"] == {"marked": 0, "unmarked": 0, "deleted": 0}
     assert outcome.confirm_requests == 2 and outcome.remaining_drift == 0
     con = duckdb.connect(str(path), read_only=True)
     live = {r[0] for r in con.execute('SELECT canonical_id FROM apixx."refund" WHERE _sdc_deleted_at IS NULL').fetchall()}
+    # every reconciled table gets the column, so that analysts can filter any table the same way
+    untouched = con.execute('SELECT count(*) FROM apixx."inventory" WHERE _sdc_deleted_at IS NULL').fetchone()[0]
     con.close()
-    assert live == set(loaded)
+    assert live == set(loaded) and untouched == len(emulator.ground_truth("inventory"))
     again = run_reconcile(emulator, path, ["refund"])
     assert again.remaining_drift == 0 and again.entities["refund"].marked == 2
 

@@ -138,8 +138,9 @@ def _notes(outcome: Outcome, drifts: list[EntityDrift], actions: Actions) -> lis
     notes: list[str] = []
     gone = sum(len(d.gone) for d in drifts)
     for name, done in outcome.acted.items():
-        notes.append(f"{name}: marked {done['marked']}, unmarked {done['unmarked']}, "
-                     f"hard-deleted {done['deleted']} row(s).")
+        if any(done.values()):
+            notes.append(f"{name}: marked {done['marked']}, unmarked {done['unmarked']}, "
+                         f"hard-deleted {done['deleted']} row(s).")
     for name, ids in outcome.still_in_api.items():
         notes.append(f"{name}: {len(ids)} row(s) missed by the sweep still answer GET by id; "
                      "not touched (run reconcile again).")

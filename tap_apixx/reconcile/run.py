@@ -116,16 +116,17 @@ class Reconcile:
 
     def _act(self, warehouse: Warehouse, outcome: Outcome) -> None:
         at = from_us(to_us(datetime.now(timezone.utc)) // 1000 * 1000)
+        marking = self.actions.mark_deleted and not self.actions.hard_delete
         for name, drift in outcome.entities.items():
             gone = self._confirmed_gone(name, drift.gone, outcome)
-            if not (gone or drift.revived):
+            if drift.table_missing or not (gone or drift.revived or marking):
                 continue
-            delete = gone if self.actions.hard_delete else []
-            mark = gone if not self.actions.hard_delete else []
-            done = warehouse.apply(name, mark=mark, unmark=list(drift.revived), delete=delete, at=at)
+            done = warehouse.apply(name, mark=gone if marking else [], unmark=list(drift.revived),
+                                   delete=[] if marking else gone, at=at, add_column=marking)
             outcome.acted[name] = done
-            self.logger.info("%s: marked %d, unmarked %d, deleted %d row(s) in the warehouse",
-                             name, done["marked"], done["unmarked"], done["deleted"])
+            if any(done.values()):
+                self.logger.info("%s: marked %d, unmarked %d, deleted %d row(s) in the warehouse",
+                                 name, done["marked"], done["unmarked"], done["deleted"])
 
     def _confirmed_gone(self, entity: str, ids: list[str], outcome: Outcome) -> list[str]:
         """The ids that `GET /{entity}/{id}` answers 404 for; one that answers is left alone."""

@@ -28,7 +28,7 @@ class Warehouse(t.Protocol):
     def min_updated_us(self, entity: str) -> int | None: ...
     def rows(self, entity: str) -> Rows | None: ...
     def apply(self, entity: str, mark: list[str], unmark: list[str], delete: list[str],
-              at: str) -> dict[str, int]: ...
+              at: str, *, add_column: bool = False) -> dict[str, int]: ...
     def close(self) -> None: ...
 
 
@@ -109,15 +109,19 @@ class DuckDBWarehouse:
                 f"`pip install duckdb=={creator.lstrip('v')}`. Reading needs no such match.")
 
     def apply(self, entity: str, mark: list[str], unmark: list[str], delete: list[str],
-              at: str) -> dict[str, int]:
-        """Mark, unmark and delete rows by id, in one transaction per entity."""
+              at: str, *, add_column: bool = False) -> dict[str, int]:
+        """Mark, unmark and delete rows by id, in one transaction per entity.
+
+        The column is added when marking, or with `add_column`, so that analysts can filter
+        every table with `WHERE _sdc_deleted_at IS NULL`, whether it had gone rows or not.
+        """
         self.check_writable()
         self.close()  # the read-only connection, so that a writing one can open
         con = self._connect(read_only=False)
         table = self._table(entity)
         try:
             con.execute("BEGIN")
-            if mark or unmark:
+            if mark or unmark or add_column:
                 # VARCHAR: the type target-duckdb itself gives the column (add_metadata_columns),
                 # so that turning that setting on later does not rename it away
                 con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {DELETED_COLUMN} VARCHAR")
@@ -219,10 +223,10 @@ class PostgresWarehouse:
         return f"{quote(self.schema)}.{quote(entity)}"
 
     def apply(self, entity: str, mark: list[str], unmark: list[str], delete: list[str],
-              at: str) -> dict[str, int]:
+              at: str, *, add_column: bool = False) -> dict[str, int]:
         table = self._table(entity)
         with self.con.transaction():
-            if mark or unmark:  # TIMESTAMP: the type target-postgres gives it (add_record_metadata)
+            if mark or unmark or add_column:  # TIMESTAMP: the type target-postgres gives it (add_record_metadata)
                 self.con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {DELETED_COLUMN} TIMESTAMP")
             kind = (self.columns(entity) or {}).get(DELETED_COLUMN, "timestamp")
             return {
