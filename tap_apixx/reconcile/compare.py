@@ -28,18 +28,28 @@ class EntityDrift:
 
     @property
     def drift(self) -> int:
-        return len(self.gone) + len(self.missing) + len(self.stale) + len(self.ahead) + len(self.revived)
+        return (
+            len(self.gone)
+            + len(self.missing)
+            + len(self.stale)
+            + len(self.ahead)
+            + len(self.revived)
+        )
 
     @property
     def resync_from_us(self) -> int | None:
         """The earliest APIXX updated_at a re-sync must re-read to fix missing and stale rows."""
-        stamps = [*self.missing.values(), *(a for _, a in self.stale.values()),
-                  *(a for _, a in self.ahead.values())]
+        stamps = [
+            *self.missing.values(),
+            *(a for _, a in self.stale.values()),
+            *(a for _, a in self.ahead.values()),
+        ]
         return min(stamps) if stamps else None
 
 
-def compare(entity: str, api: dict[str, int], rows: Rows | None, cutoff_us: int,
-            start_us: int | None = None) -> EntityDrift:
+def compare(
+    entity: str, api: dict[str, int], rows: Rows | None, cutoff_us: int, start_us: int | None = None
+) -> EntityDrift:
     """`api`: id -> updated_at (µs) swept; `rows`: the warehouse's (None: no table).
 
     `cutoff_us` is the sweep's start: a record whose updated_at, on either side, is at or after
@@ -72,7 +82,9 @@ def compare(entity: str, api: dict[str, int], rows: Rows | None, cutoff_us: int,
     return drift
 
 
-def _compare_row(drift: EntityDrift, cid: str, loaded_us: int | None, api_us: int, marked: bool) -> None:
+def _compare_row(
+    drift: EntityDrift, cid: str, loaded_us: int | None, api_us: int, marked: bool
+) -> None:
     if marked:
         drift.revived.append(cid)
     if loaded_us is None or loaded_us < api_us:

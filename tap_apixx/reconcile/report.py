@@ -47,9 +47,11 @@ def resync_command(entity: str, from_iso: str, loader: str) -> str:
     prefix = tap.upper().replace("-", "_")
     env = os.environ.get("MELTANO_ENVIRONMENT")
     select = shlex.quote(json.dumps([f"{entity}.*"]))
-    return (f"{prefix}_START_DATE={from_iso} {prefix}__SELECT={select} meltano"
-            + (f" --environment={shlex.quote(env)}" if env else "")
-            + f" run --full-refresh --no-state-update {tap} {loader}")
+    return (
+        f"{prefix}_START_DATE={from_iso} {prefix}__SELECT={select} meltano"
+        + (f" --environment={shlex.quote(env)}" if env else "")
+        + f" run --full-refresh --no-state-update {tap} {loader}"
+    )
 
 
 def resync(outcome: Outcome, drift: EntityDrift) -> dict[str, t.Any] | None:
@@ -58,21 +60,33 @@ def resync(outcome: Outcome, drift: EntityDrift) -> dict[str, t.Any] | None:
         return None
     records = sum(1 for us in outcome.sweeps[drift.entity].ids.values() if us >= start)
     from_iso = from_us(start)
-    return {"from": from_iso, "records": records,
-            "command": resync_command(drift.entity, from_iso, outcome.loader)}
+    return {
+        "from": from_iso,
+        "records": records,
+        "command": resync_command(drift.entity, from_iso, outcome.loader),
+    }
 
 
 def as_json(outcome: Outcome, actions: Actions) -> str:
     entities = {}
     for name, drift in outcome.entities.items():
-        lists = {"gone_ids": drift.gone, "missing_ids": sorted(drift.missing),
-                 "stale_ids": sorted(drift.stale), "ahead_ids": sorted(drift.ahead),
-                 "revived_ids": drift.revived}
+        lists = {
+            "gone_ids": drift.gone,
+            "missing_ids": sorted(drift.missing),
+            "stale_ids": sorted(drift.stale),
+            "ahead_ids": sorted(drift.ahead),
+            "revived_ids": drift.revived,
+        }
         entities[name] = {
-            "in_api": drift.in_api, "in_warehouse": drift.in_warehouse,
-            "table_missing": drift.table_missing, "gone": len(drift.gone),
-            "missing": len(drift.missing), "stale": len(drift.stale), "ahead": len(drift.ahead),
-            "revived": len(drift.revived), "marked_earlier": drift.marked,
+            "in_api": drift.in_api,
+            "in_warehouse": drift.in_warehouse,
+            "table_missing": drift.table_missing,
+            "gone": len(drift.gone),
+            "missing": len(drift.missing),
+            "stale": len(drift.stale),
+            "ahead": len(drift.ahead),
+            "revived": len(drift.revived),
+            "marked_earlier": drift.marked,
             "changed_during_sweep": drift.changed_during_sweep,
             "before_start_date": drift.before_start,
             **{k: v[:MAX_IDS] for k, v in lists.items()},
@@ -82,8 +96,10 @@ def as_json(outcome: Outcome, actions: Actions) -> str:
             "still_in_api_ids": outcome.still_in_api.get(name, []),
         }
     body = {
-        "warehouse": outcome.warehouse, "loader": outcome.loader,
-        "sweep_started_at": outcome.started_at, "cutoff": outcome.cutoff,
+        "warehouse": outcome.warehouse,
+        "loader": outcome.loader,
+        "sweep_started_at": outcome.started_at,
+        "cutoff": outcome.cutoff,
         "start_date": outcome.start_date,
         "drift": sum(d.drift for d in outcome.entities.values()),
         "remaining_drift": outcome.remaining_drift,
@@ -96,14 +112,22 @@ def as_json(outcome: Outcome, actions: Actions) -> str:
 
 def as_table(outcome: Outcome, actions: Actions) -> str:
     drifts = list(outcome.entities.values())
-    lines = [f"Reconcile of {outcome.warehouse} with APIXX (sweep started {outcome.started_at})", ""]
-    lines.append("".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w, _) in enumerate(COLUMNS)))
+    lines = [
+        f"Reconcile of {outcome.warehouse} with APIXX (sweep started {outcome.started_at})",
+        "",
+    ]
+    lines.append(
+        "".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w, _) in enumerate(COLUMNS))
+    )
     lines.append("-" * sum(w for _, w, _ in COLUMNS))
     for drift in drifts:
         lines.append(_row(drift))
     lines.append(_total(drifts))
-    lines += ["", f"* changed while the sweep ran (updated_at at or after {outcome.cutoff}): left "
-              + "out; the next sync brings them."]
+    lines += [
+        "",
+        f"* changed while the sweep ran (updated_at at or after {outcome.cutoff}): left "
+        + "out; the next sync brings them.",
+    ]
     lines.append(_cost_line(outcome))
     lines += _notes(outcome, drifts, actions)
     return "\n".join(lines)
@@ -111,8 +135,10 @@ def as_table(outcome: Outcome, actions: Actions) -> str:
 
 def _row(drift: EntityDrift) -> str:
     cells = [f(drift) for _, _, f in COLUMNS]
-    text = "".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                   for i, (c, (_, w, _)) in enumerate(zip(cells, COLUMNS)))
+    text = "".join(
+        str(c).ljust(w) if i == 0 else str(c).rjust(w)
+        for i, (c, (_, w, _)) in enumerate(zip(cells, COLUMNS))
+    )
     odd = [f"{len(drift.ahead)} newer than APIXX"] if drift.ahead else []
     odd += [f"{len(drift.revived)} marked deleted yet in APIXX"] if drift.revived else []
     return text + (f"   ({', '.join(odd)})" if odd else "")
@@ -120,18 +146,21 @@ def _row(drift: EntityDrift) -> str:
 
 def _total(drifts: list[EntityDrift]) -> str:
     sums: list[str | int] = ["total"]
-    sums += [sum(f(d) if isinstance(f(d), int) else 0 for d in drifts)
-                        for _, _, f in COLUMNS[1:]]
-    return "".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                   for i, (c, (_, w, _)) in enumerate(zip(sums, COLUMNS)))
+    sums += [sum(f(d) if isinstance(f(d), int) else 0 for d in drifts) for _, _, f in COLUMNS[1:]]
+    return "".join(
+        str(c).ljust(w) if i == 0 else str(c).rjust(w)
+        for i, (c, (_, w, _)) in enumerate(zip(sums, COLUMNS))
+    )
 
 
 def _cost_line(outcome: Outcome) -> str:
     cost = budget(outcome)
     confirm = f" + {cost['confirm']} to confirm gone rows" if cost["confirm"] else ""
-    return (f"Cost: {cost['sweep']} requests{confirm} in {cost['sweep_seconds']:.1f} s of sweep = "
-            f"{cost['budget_minutes']:.2f} min of the key's {cost['limit_per_minute']}/min read "
-            f"budget ({100 * cost['budget_share']:.1f}% of the budget while it ran).")
+    return (
+        f"Cost: {cost['sweep']} requests{confirm} in {cost['sweep_seconds']:.1f} s of sweep = "
+        f"{cost['budget_minutes']:.2f} min of the key's {cost['limit_per_minute']}/min read "
+        f"budget ({100 * cost['budget_share']:.1f}% of the budget while it ran)."
+    )
 
 
 def _notes(outcome: Outcome, drifts: list[EntityDrift], actions: Actions) -> list[str]:
@@ -139,26 +168,39 @@ def _notes(outcome: Outcome, drifts: list[EntityDrift], actions: Actions) -> lis
     gone = sum(len(d.gone) for d in drifts)
     for name, done in outcome.acted.items():
         if any(done.values()):
-            notes.append(f"{name}: marked {done['marked']}, unmarked {done['unmarked']}, "
-                         f"hard-deleted {done['deleted']} row(s).")
+            notes.append(
+                f"{name}: marked {done['marked']}, unmarked {done['unmarked']}, "
+                f"hard-deleted {done['deleted']} row(s)."
+            )
     for name, ids in outcome.still_in_api.items():
-        notes.append(f"{name}: {len(ids)} row(s) missed by the sweep still answer GET by id; "
-                     "not touched (run reconcile again).")
+        notes.append(
+            f"{name}: {len(ids)} row(s) missed by the sweep still answer GET by id; "
+            "not touched (run reconcile again)."
+        )
     revived = sum(len(d.revived) for d in drifts)
     if revived and not actions.any:
-        notes.append(f"{revived} row(s) marked deleted are back in APIXX. Run again with "
-                     "--mark-deleted to clear their mark.")
+        notes.append(
+            f"{revived} row(s) marked deleted are back in APIXX. Run again with "
+            "--mark-deleted to clear their mark."
+        )
     if gone and not actions.any:
-        notes.append(f"{gone} row(s) are gone from APIXX (deleted or merged). Run again with "
-                     "--mark-deleted to set _sdc_deleted_at on them (query live rows WHERE "
-                     "_sdc_deleted_at IS NULL), or --hard-delete to remove them.")
+        notes.append(
+            f"{gone} row(s) are gone from APIXX (deleted or merged). Run again with "
+            "--mark-deleted to set _sdc_deleted_at on them (query live rows WHERE "
+            "_sdc_deleted_at IS NULL), or --hard-delete to remove them."
+        )
     for drift in drifts:
         plan = resync(outcome, drift)
         if plan:
             count = len(drift.missing) + len(drift.stale) + len(drift.ahead)
-            notes.append(f"{drift.entity}: {count} missing or stale row(s). This re-syncs them "
-                         f"(re-reads {plan['records']} records from {plan['from']}; the "
-                         f"bookmark stays):\n  {plan['command']}")
-    verdict = ("No drift: the warehouse equals APIXX." if outcome.remaining_drift == 0
-               else f"Drift: {outcome.remaining_drift} row(s) differ from APIXX.")
+            notes.append(
+                f"{drift.entity}: {count} missing or stale row(s). This re-syncs them "
+                f"(re-reads {plan['records']} records from {plan['from']}; the "
+                f"bookmark stays):\n  {plan['command']}"
+            )
+    verdict = (
+        "No drift: the warehouse equals APIXX."
+        if outcome.remaining_drift == 0
+        else f"Drift: {outcome.remaining_drift} row(s) differ from APIXX."
+    )
     return ["", *notes, *([""] if notes else []), verdict]

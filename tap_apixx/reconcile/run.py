@@ -65,8 +65,13 @@ class Outcome:
 class Reconcile:
     """Reconciles the selected entities of one tap configuration with one warehouse."""
 
-    def __init__(self, tap: TapApixx, spec: WarehouseSpec, entities: list[str],
-                 actions: Actions | None = None) -> None:
+    def __init__(
+        self,
+        tap: TapApixx,
+        spec: WarehouseSpec,
+        entities: list[str],
+        actions: Actions | None = None,
+    ) -> None:
         self.tap, self.spec, self.entities = tap, spec, entities
         self.actions = actions or Actions()
         self.logger = logging.getLogger("tap-apixx-reconcile")
@@ -79,19 +84,29 @@ class Reconcile:
             start_date = self.tap.config.get("start_date")
             start_us = to_us(start_date) if start_date else None
             sweep = SweepRun(self.tap, self.entities, self._sweep_from(warehouse, start_us))
-            self.logger.info("Sweeping %d entit%s of APIXX (ids and updated_at only) ...",
-                             len(self.entities), "y" if len(self.entities) == 1 else "ies")
+            self.logger.info(
+                "Sweeping %d entit%s of APIXX (ids and updated_at only) ...",
+                len(self.entities),
+                "y" if len(self.entities) == 1 else "ies",
+            )
             sweeps = sweep.run()
             cutoff = sweep.cutoff_us // 1000 * 1000  # whole ms, as the API stamps records
-            drifts = {e: compare(e, sweeps[e].ids, warehouse.rows(e), cutoff, start_us)
-                      for e in self.entities}  # read after the sweep: see docs/reconcile.md
+            drifts = {
+                e: compare(e, sweeps[e].ids, warehouse.rows(e), cutoff, start_us)
+                for e in self.entities
+            }  # read after the sweep: see docs/reconcile.md
             outcome = Outcome(
-                warehouse=warehouse.describe(), loader=self.spec.loader,
+                warehouse=warehouse.describe(),
+                loader=self.spec.loader,
                 started_at=from_us(to_us(sweep.started_at) // 1000 * 1000),
                 cutoff=from_us(cutoff),
                 start_date=from_us(start_us) if start_us is not None else None,
-                entities=drifts, sweeps=sweeps, sweep_seconds=sweep.seconds,
-                requests=sweep.requests(), limit_per_minute=self._limit())
+                entities=drifts,
+                sweeps=sweeps,
+                sweep_seconds=sweep.seconds,
+                requests=sweep.requests(),
+                limit_per_minute=self._limit(),
+            )
             if self.actions.any:
                 self._act(warehouse, outcome)
             return outcome
@@ -121,12 +136,23 @@ class Reconcile:
             gone = self._confirmed_gone(name, drift.gone, outcome)
             if drift.table_missing or not (gone or drift.revived or marking):
                 continue
-            done = warehouse.apply(name, mark=gone if marking else [], unmark=list(drift.revived),
-                                   delete=[] if marking else gone, at=at, add_column=marking)
+            done = warehouse.apply(
+                name,
+                mark=gone if marking else [],
+                unmark=list(drift.revived),
+                delete=[] if marking else gone,
+                at=at,
+                add_column=marking,
+            )
             outcome.acted[name] = done
             if any(done.values()):
-                self.logger.info("%s: marked %d, unmarked %d, deleted %d row(s) in the warehouse",
-                                 name, done["marked"], done["unmarked"], done["deleted"])
+                self.logger.info(
+                    "%s: marked %d, unmarked %d, deleted %d row(s) in the warehouse",
+                    name,
+                    done["marked"],
+                    done["unmarked"],
+                    done["deleted"],
+                )
 
     def _confirmed_gone(self, entity: str, ids: list[str], outcome: Outcome) -> list[str]:
         """The ids that `GET /{entity}/{id}` answers 404 for; one that answers is left alone."""
@@ -140,6 +166,10 @@ class Reconcile:
         outcome.confirm_requests += lookup.counts["requests"]
         if alive:
             outcome.still_in_api[entity] = alive
-            self.logger.warning("%s: %d row(s) absent from the sweep answer GET by id: not "
-                                "touched (they changed during the sweep?)", entity, len(alive))
+            self.logger.warning(
+                "%s: %d row(s) absent from the sweep answer GET by id: not "
+                "touched (they changed during the sweep?)",
+                entity,
+                len(alive),
+            )
         return gone

@@ -39,7 +39,9 @@ def from_us(us: int) -> str:
     """RFC 3339 UTC with milliseconds (microseconds when the value has them)."""
     value = datetime.fromtimestamp(us / 1e6, tz=timezone.utc)
     text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    return text + (f".{us % 1_000_000 // 1000:03d}Z" if us % 1000 == 0 else f".{us % 1_000_000:06d}Z")
+    return text + (
+        f".{us % 1_000_000 // 1000:03d}Z" if us % 1000 == 0 else f".{us % 1_000_000:06d}Z"
+    )
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

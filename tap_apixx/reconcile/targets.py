@@ -33,22 +33,29 @@ class WarehouseSpec:
         return PostgresWarehouse(self.location, self.schema)
 
 
-def resolve(duckdb: str | None, postgres_url: str | None, target: str | None,
-            schema: str | None) -> WarehouseSpec:
+def resolve(
+    duckdb: str | None, postgres_url: str | None, target: str | None, schema: str | None
+) -> WarehouseSpec:
     """Explicit options win; else the Meltano loader `target`'s settings; else an error."""
     if duckdb and postgres_url:
         raise ReconcileError("give one warehouse: --duckdb or --postgres-url, not both")
     if duckdb:
         return WarehouseSpec("duckdb", duckdb, schema or DEFAULT_SCHEMA, target or "target-duckdb")
     if postgres_url:
-        return WarehouseSpec("postgres", postgres_url, schema or DEFAULT_SCHEMA, target or "target-postgres")
+        return WarehouseSpec(
+            "postgres", postgres_url, schema or DEFAULT_SCHEMA, target or "target-postgres"
+        )
     if target:
         return from_loader_settings(target, meltano_config(target), schema)
-    raise ReconcileError("say where the warehouse is: --duckdb PATH, --postgres-url URL, or "
-                         "--target <loader> inside a Meltano project (e.g. --target target-duckdb)")
+    raise ReconcileError(
+        "say where the warehouse is: --duckdb PATH, --postgres-url URL, or "
+        "--target <loader> inside a Meltano project (e.g. --target target-duckdb)"
+    )
 
 
-def from_loader_settings(loader: str, settings: dict[str, t.Any], schema: str | None) -> WarehouseSpec:
+def from_loader_settings(
+    loader: str, settings: dict[str, t.Any], schema: str | None
+) -> WarehouseSpec:
     """A target-duckdb or target-postgres configuration, as `meltano config print` shows it."""
     schema = schema or settings.get("default_target_schema") or DEFAULT_SCHEMA
     if settings.get("filepath") or settings.get("path"):
@@ -60,16 +67,22 @@ def from_loader_settings(loader: str, settings: dict[str, t.Any], schema: str | 
         return WarehouseSpec("postgres", str(settings["sqlalchemy_url"]), schema, loader)
     if settings.get("host") or settings.get("database"):
         return WarehouseSpec("postgres", postgres_url_of(settings), schema, loader)
-    raise ReconcileError(f"{loader}: its settings name neither a DuckDB file (filepath) nor a "
-                         "PostgreSQL database (host, database or sqlalchemy_url)")
+    raise ReconcileError(
+        f"{loader}: its settings name neither a DuckDB file (filepath) nor a "
+        "PostgreSQL database (host, database or sqlalchemy_url)"
+    )
 
 
 def postgres_url_of(settings: dict[str, t.Any]) -> str:
     user = urlquote(str(settings.get("user") or ""), safe="")
     password = settings.get("password")
-    auth = f"{user}:{urlquote(str(password), safe='')}@" if password else (f"{user}@" if user else "")
+    auth = (
+        f"{user}:{urlquote(str(password), safe='')}@" if password else (f"{user}@" if user else "")
+    )
     host, port = settings.get("host") or "localhost", settings.get("port") or 5432
-    url = f"postgresql://{auth}{host}:{port}/{urlquote(str(settings.get('database') or 'postgres'))}"
+    url = (
+        f"postgresql://{auth}{host}:{port}/{urlquote(str(settings.get('database') or 'postgres'))}"
+    )
     if settings.get("ssl_enable"):
         url += f"?sslmode={settings.get('ssl_mode') or 'verify-full'}"
     return url
@@ -81,16 +94,24 @@ def project_root() -> Path:
         return Path(root)
     if (Path.cwd() / "meltano.yml").is_file():
         return Path.cwd()
-    raise ReconcileError("--target needs a Meltano project: run from its folder, or through "
-                         "`meltano invoke tap-apixx:reconcile`; else pass --duckdb or --postgres-url")
+    raise ReconcileError(
+        "--target needs a Meltano project: run from its folder, or through "
+        "`meltano invoke tap-apixx:reconcile`; else pass --duckdb or --postgres-url"
+    )
 
 
 def meltano_config(loader: str) -> dict[str, t.Any]:
     """The loader's resolved settings (environment, env vars, .env and all) from Meltano 4."""
     command = [*meltano_command(), "config", "--unsafe", "print", loader, "--format=json"]
     try:
-        proc = subprocess.run(command, cwd=project_root(), capture_output=True, text=True,
-                              timeout=MELTANO_TIMEOUT, check=False)
+        proc = subprocess.run(
+            command,
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            timeout=MELTANO_TIMEOUT,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ReconcileError(f"could not run `meltano config print {loader}`: {exc}") from None
     out = proc.stdout
@@ -98,7 +119,7 @@ def meltano_config(loader: str) -> dict[str, t.Any]:
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         why = lines[-1].strip() if lines else f"exit code {proc.returncode}"
         raise ReconcileError(f"`meltano config print {loader}` failed: {why}")
-    return json.loads(out[out.index("{"):out.rindex("}") + 1])
+    return json.loads(out[out.index("{") : out.rindex("}") + 1])
 
 
 def meltano_command() -> list[str]:
@@ -114,5 +135,7 @@ def meltano_command() -> list[str]:
     for index, arg in enumerate(args):
         if Path(arg).name == "meltano" and Path(arg).exists():
             return args[: index + 1]
-    raise ReconcileError("--target needs the meltano command on the PATH (or pass --duckdb "
-                         "PATH / --postgres-url URL instead)")
+    raise ReconcileError(
+        "--target needs the meltano command on the PATH (or pass --duckdb "
+        "PATH / --postgres-url URL instead)"
+    )

@@ -27,8 +27,16 @@ class Warehouse(t.Protocol):
     def columns(self, entity: str) -> dict[str, str] | None: ...
     def min_updated_us(self, entity: str) -> int | None: ...
     def rows(self, entity: str) -> Rows | None: ...
-    def apply(self, entity: str, mark: list[str], unmark: list[str], delete: list[str],
-              at: str, *, add_column: bool = False) -> dict[str, int]: ...
+    def apply(
+        self,
+        entity: str,
+        mark: list[str],
+        unmark: list[str],
+        delete: list[str],
+        at: str,
+        *,
+        add_column: bool = False,
+    ) -> dict[str, int]: ...
     def close(self) -> None: ...
 
 
@@ -50,7 +58,9 @@ class DuckDBWarehouse:
         self.path, self.schema = Path(path), schema
         self._con: t.Any = None
         if not self.path.is_file():
-            raise ReconcileError(f"no DuckDB file at {self.path}: run a sync first, or pass --duckdb PATH")
+            raise ReconcileError(
+                f"no DuckDB file at {self.path}: run a sync first, or pass --duckdb PATH"
+            )
 
     def describe(self) -> str:
         return f"DuckDB {self.path} (schema {self.schema})"
@@ -67,7 +77,11 @@ class DuckDBWarehouse:
             con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as exc:
             first = str(exc).splitlines()[0]
-            hint = " (is a sync writing it right now? try again when it ends)" if "lock" in first.lower() else ""
+            hint = (
+                " (is a sync writing it right now? try again when it ends)"
+                if "lock" in first.lower()
+                else ""
+            )
             raise ReconcileError(f"cannot open {self.path}: {first}{hint}") from None
         con.execute("SET TimeZone = 'UTC'")
         return con
@@ -75,14 +89,18 @@ class DuckDBWarehouse:
     def columns(self, entity: str) -> dict[str, str] | None:
         found = self.con.execute(
             "SELECT lower(column_name), lower(data_type) FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ?", [self.schema, entity]).fetchall()
+            "WHERE table_schema = ? AND table_name = ?",
+            [self.schema, entity],
+        ).fetchall()
         return dict(found) or None
 
     def min_updated_us(self, entity: str) -> int | None:
         cols = self.columns(entity)
         if not cols or "updated_at" not in cols:
             return None
-        return self.con.execute(f"SELECT min({_duck_us(cols)}) FROM {self._table(entity)}").fetchone()[0]
+        return self.con.execute(
+            f"SELECT min({_duck_us(cols)}) FROM {self._table(entity)}"
+        ).fetchone()[0]
 
     def rows(self, entity: str) -> Rows | None:
         cols = self.columns(entity)
@@ -106,10 +124,19 @@ class DuckDBWarehouse:
                 f"DuckDB {duckdb.__version__}, and a file it writes to may then be unreadable for "
                 f"the target. Run the write where duckdb=={creator.lstrip('v')} is installed: "
                 "`meltano invoke tap-apixx:reconcile --mark-deleted` (that venv pins it), or "
-                f"`pip install duckdb=={creator.lstrip('v')}`. Reading needs no such match.")
+                f"`pip install duckdb=={creator.lstrip('v')}`. Reading needs no such match."
+            )
 
-    def apply(self, entity: str, mark: list[str], unmark: list[str], delete: list[str],
-              at: str, *, add_column: bool = False) -> dict[str, int]:
+    def apply(
+        self,
+        entity: str,
+        mark: list[str],
+        unmark: list[str],
+        delete: list[str],
+        at: str,
+        *,
+        add_column: bool = False,
+    ) -> dict[str, int]:
         """Mark, unmark and delete rows by id, in one transaction per entity.
 
         The column is added when marking, or with `add_column`, so that analysts can filter
@@ -124,15 +151,27 @@ class DuckDBWarehouse:
             if mark or unmark or add_column:
                 # VARCHAR: the type target-duckdb itself gives the column (add_metadata_columns),
                 # so that turning that setting on later does not rename it away
-                con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {DELETED_COLUMN} VARCHAR")
-            kind = dict(con.execute(
-                "SELECT lower(column_name), data_type FROM information_schema.columns "
-                "WHERE table_schema = ? AND table_name = ?", [self.schema, entity]).fetchall()
+                con.execute(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {DELETED_COLUMN} VARCHAR"
+                )
+            kind = dict(
+                con.execute(
+                    "SELECT lower(column_name), data_type FROM information_schema.columns "
+                    "WHERE table_schema = ? AND table_name = ?",
+                    [self.schema, entity],
+                ).fetchall()
             ).get(DELETED_COLUMN, "VARCHAR")
             done = {
-                "marked": _duck_update(con, f"UPDATE {table} SET {DELETED_COLUMN} = CAST(? AS {kind}) "
-                                       f"WHERE {DELETED_COLUMN} IS NULL AND", mark, at),
-                "unmarked": _duck_update(con, f"UPDATE {table} SET {DELETED_COLUMN} = NULL WHERE", unmark),
+                "marked": _duck_update(
+                    con,
+                    f"UPDATE {table} SET {DELETED_COLUMN} = CAST(? AS {kind}) "
+                    f"WHERE {DELETED_COLUMN} IS NULL AND",
+                    mark,
+                    at,
+                ),
+                "unmarked": _duck_update(
+                    con, f"UPDATE {table} SET {DELETED_COLUMN} = NULL WHERE", unmark
+                ),
                 "deleted": _duck_update(con, f"DELETE FROM {table} WHERE", delete),
             }
             con.execute("COMMIT")
@@ -190,7 +229,9 @@ class PostgresWarehouse:
             self.con = psycopg.connect(_libpq_url(url), autocommit=True)
         except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ReconcileError(f"cannot connect to PostgreSQL {redact_url(url)}: {first}") from None
+            raise ReconcileError(
+                f"cannot connect to PostgreSQL {redact_url(url)}: {first}"
+            ) from None
         self.con.execute("SET TIME ZONE 'UTC'")
 
     def describe(self) -> str:
@@ -199,14 +240,18 @@ class PostgresWarehouse:
     def columns(self, entity: str) -> dict[str, str] | None:
         found = self.con.execute(
             "SELECT lower(column_name), lower(data_type) FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s", [self.schema, entity]).fetchall()
+            "WHERE table_schema = %s AND table_name = %s",
+            [self.schema, entity],
+        ).fetchall()
         return dict(found) or None
 
     def min_updated_us(self, entity: str) -> int | None:
         cols = self.columns(entity)
         if not cols or "updated_at" not in cols:
             return None
-        return self.con.execute(f"SELECT min({_pg_us(cols)}) FROM {self._table(entity)}").fetchone()[0]
+        return self.con.execute(
+            f"SELECT min({_pg_us(cols)}) FROM {self._table(entity)}"
+        ).fetchone()[0]
 
     def rows(self, entity: str) -> Rows | None:
         cols = self.columns(entity)
@@ -222,17 +267,35 @@ class PostgresWarehouse:
     def _table(self, entity: str) -> str:
         return f"{quote(self.schema)}.{quote(entity)}"
 
-    def apply(self, entity: str, mark: list[str], unmark: list[str], delete: list[str],
-              at: str, *, add_column: bool = False) -> dict[str, int]:
+    def apply(
+        self,
+        entity: str,
+        mark: list[str],
+        unmark: list[str],
+        delete: list[str],
+        at: str,
+        *,
+        add_column: bool = False,
+    ) -> dict[str, int]:
         table = self._table(entity)
         with self.con.transaction():
-            if mark or unmark or add_column:  # TIMESTAMP: the type target-postgres gives it (add_record_metadata)
-                self.con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {DELETED_COLUMN} TIMESTAMP")
+            if (
+                mark or unmark or add_column
+            ):  # TIMESTAMP: the type target-postgres gives it (add_record_metadata)
+                self.con.execute(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {DELETED_COLUMN} TIMESTAMP"
+                )
             kind = (self.columns(entity) or {}).get(DELETED_COLUMN, "timestamp")
             return {
-                "marked": self._update(f"UPDATE {table} SET {DELETED_COLUMN} = CAST(%s AS {kind}) "
-                                       f"WHERE {DELETED_COLUMN} IS NULL AND", mark, at),
-                "unmarked": self._update(f"UPDATE {table} SET {DELETED_COLUMN} = NULL WHERE", unmark),
+                "marked": self._update(
+                    f"UPDATE {table} SET {DELETED_COLUMN} = CAST(%s AS {kind}) "
+                    f"WHERE {DELETED_COLUMN} IS NULL AND",
+                    mark,
+                    at,
+                ),
+                "unmarked": self._update(
+                    f"UPDATE {table} SET {DELETED_COLUMN} = NULL WHERE", unmark
+                ),
                 "deleted": self._update(f"DELETE FROM {table} WHERE", delete),
             }
 
@@ -251,15 +314,23 @@ class PostgresWarehouse:
 
 def _pg_us(cols: dict[str, str]) -> str:
     """Exact epoch microseconds (EXTRACT(EPOCH) alone is a float before PostgreSQL 14)."""
-    value = "updated_at" if cols.get("updated_at", "").startswith(TIME_TYPES) else "updated_at::timestamptz"
-    return (f"(EXTRACT(EPOCH FROM date_trunc('second', {value}))::bigint * 1000000 "
-            f"+ EXTRACT(MICROSECONDS FROM {value})::bigint % 1000000)")
+    value = (
+        "updated_at"
+        if cols.get("updated_at", "").startswith(TIME_TYPES)
+        else "updated_at::timestamptz"
+    )
+    return (
+        f"(EXTRACT(EPOCH FROM date_trunc('second', {value}))::bigint * 1000000 "
+        f"+ EXTRACT(MICROSECONDS FROM {value})::bigint % 1000000)"
+    )
 
 
 def _require_columns(entity: str, cols: dict[str, str]) -> None:
     missing = [c for c in ("canonical_id", "updated_at") if c not in cols]
     if missing:
-        raise ReconcileError(f"table {entity} has no {' or '.join(missing)} column: is it a tap-apixx table?")
+        raise ReconcileError(
+            f"table {entity} has no {' or '.join(missing)} column: is it a tap-apixx table?"
+        )
 
 
 def _libpq_url(url: str) -> str:
@@ -285,5 +356,5 @@ def _import(module: str, package: str | None = None) -> t.Any:
     except ImportError:
         raise ReconcileError(
             f"this warehouse needs the '{package or module}' package: "
-            "pip install 'tap-apixx[reconcile]'") from None
-
+            "pip install 'tap-apixx[reconcile]'"
+        ) from None
