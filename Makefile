@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install plugins test demo soak bench bench-emulator lint catalog clean
+.PHONY: install plugins test demo soak bench bench-emulator lint catalog plugin-definition clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
@@ -56,6 +56,10 @@ lint: install
 	$(VENV)/bin/ruff check tap_apixx apixx_emulator apixx_webhooks tests scripts
 	$(VENV)/bin/ruff format --check tap_apixx
 	$(VENV)/bin/mypy
+
+# the Meltano plugin definition file, as Meltano Hub lists plugins, from `tap-apixx --about`
+plugin-definition: install
+	$(PY) scripts/hub_definition.py > plugins/extractors/tap-apixx--apixx.yml.tmp && mv plugins/extractors/tap-apixx--apixx.yml.tmp plugins/extractors/tap-apixx--apixx.yml
 
 # discovery needs no key: the streams and schemas are static
 catalog: install

@@ -4,15 +4,13 @@ venv, and sync from that venv against an emulator served by the development venv
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_tap_support import ROOT, catalog_for, config_for, latest, parse_messages, truth
+from packaging_helpers import build_wheel, copy_sources, installed_distributions, make_venv
+from test_tap_support import catalog_for, config_for, latest, parse_messages, truth
 
 from apixx_emulator.testing import EmulatorProcess
 
@@ -23,49 +21,22 @@ EXTRA_ONLY = {"fastapi", "uvicorn", "starlette", "duckdb", "psycopg", "meltano",
 
 @dataclass
 class CleanInstall:
-    venv: Path
-    wheel: Path
-
-    def bin(self, name: str) -> str:
-        return str(self.venv / "bin" / name)
+    bin: Path
 
     def run(self, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([self.bin(argv[0]), *argv[1:]], capture_output=True, text=True,
-                              timeout=timeout, check=False)
-
-
-def _copy_sources(target: Path) -> None:
-    """The files git would ship (tracked, or new and not ignored): no build/, .venv, output."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
+        return subprocess.run([str(self.bin / argv[0]), *argv[1:]], capture_output=True,
+                              text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
-def clean_install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CleanInstall]:
+def clean_install(tmp_path_factory: pytest.TempPathFactory) -> CleanInstall:
     work = tmp_path_factory.mktemp("wheel")
-    _copy_sources(work / "src")  # building in a copy leaves the checkout untouched
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work / "dist"),
-         str(work / "src")], capture_output=True, text=True, timeout=600, check=False)
-    assert built.returncode == 0, built.stdout + built.stderr
-    [wheel] = (work / "dist").glob("tap_apixx-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True, timeout=300)
-    install = CleanInstall(work / "venv", wheel)
-    installed = install.run("pip", "install", "-q", str(wheel), timeout=900)
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    yield install
+    wheel = build_wheel(copy_sources(work / "src"), work / "dist")
+    return CleanInstall(make_venv(work / "venv", str(wheel)))  # no extras
 
 
 def test_a_plain_install_has_no_web_server(clean_install: CleanInstall) -> None:
-    listed = clean_install.run("pip", "list", "--format=json")
-    names = {p["name"].lower().replace("_", "-") for p in json.loads(listed.stdout)}
+    names = installed_distributions(clean_install.bin / "python")
     assert "tap-apixx" in names and "singer-sdk" in names
     assert names.isdisjoint(EXTRA_ONLY), names & EXTRA_ONLY
     assert clean_install.run("python", "-c", "import fastapi").returncode != 0
