@@ -12,7 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .entities import ENTITY_NAMES
-from .models import DEFAULT_KEYS, MAX_RATE_LIMIT, MAX_RECORDS_PER_ENTITY, Settings
+from .models import Settings
+from .models.datasets import MAX_RECORDS_PER_ENTITY
+from .models.keys import DEFAULT_KEYS
+from .models.ratelimit import MAX_RATE_LIMIT
 from .timestamps import CURSOR_MODES, PRECISIONS, SINCE_MODES
 
 SHUTDOWN_GRACE_SECONDS = 2  # on SIGTERM, requests still running after this are cancelled

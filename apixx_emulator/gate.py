@@ -10,10 +10,21 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from .errors import ApiError, new_request_id
-from .faults import HTML_502
+from .exceptions import (
+    ApiError,
+    Forbidden,
+    InternalError,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+    new_request_id,
+)
 from .inputs import MAX_BODY_BYTES
-from .models import Store, bucket_for
+from .models import Store
+from .models.faults import HTML_502
+from .models.ratelimit import bucket_for
 
 DATA_PREFIX = "/api/public/data"
 OPS_PREFIX = "/v1"
@@ -44,21 +55,21 @@ def guard_control_plane(scope: dict) -> None:
     send that without the browser asking first)."""
     client = (scope.get("client") or ("",))[0] or ""
     if not client.startswith(LOOPBACK) and client != "testclient":
-        raise ApiError(403, "forbidden", "The control plane answers on loopback only.")
+        raise Forbidden("The control plane answers on loopback only.")
     host = header(scope, b"host")
     if not loopback_host(host) and not (client == "testclient" and host == "testserver"):  # Starlette's TestClient
         shown = "no Host header" if host is None else f"Host {host[:80]!r}"
-        raise ApiError(403, "forbidden", f"The control plane answers only to a loopback Host "
+        raise Forbidden(f"The control plane answers only to a loopback Host "
                                          f"(localhost, 127.0.0.1 or [::1]); this request has {shown}.")
     length = header(scope, b"content-length")
     has_body = scope["method"] in ("POST", "PUT", "PATCH") or (length not in (None, "0")) \
         or header(scope, b"transfer-encoding") is not None
     kind = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
     if has_body and kind != "application/json":
-        raise ApiError(415, "unsupported_media_type", f"The control plane takes JSON: send "
+        raise UnsupportedMediaType(f"The control plane takes JSON: send "
                                                       f"'Content-Type: application/json' (got {kind[:80] or 'none'!r}).")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        raise ApiError(413, "invalid_request", f"A control-plane body must be at most {MAX_BODY_BYTES} bytes.")
+        raise TooLarge(f"A control-plane body must be at most {MAX_BODY_BYTES} bytes.")
 
 
 def loopback_host(host: str | None) -> bool:
@@ -138,21 +149,20 @@ class Gate:
             if key is None:
                 raise auth_error
             if not decision.allowed:
-                raise ApiError(429, "rate_limited",
-                               f"Rate limit of {decision.limit} requests per minute exceeded; retry after "
+                raise RateLimited(f"Rate limit of {decision.limit} requests per minute exceeded; retry after "
                                f"{decision.retry_after} s.", {"retry-after": str(decision.retry_after)})
             await self._forward(scope, receive, send, extra, outcome, fault if fault == "truncated" else None)
         except ApiError as err:
             await send_error(send, err, request_id, extra, outcome)
         except asyncio.CancelledError:  # the server is stopping (SIGTERM) while this request waits
             if not outcome["status"]:
-                await send_error(send, ApiError(503, "internal_error", "The emulator is shutting down; retry later."),
+                await send_error(send, Unavailable("The emulator is shutting down; retry later."),
                                  request_id, extra, outcome)
         except Exception:  # a bug: still one JSON error with the request id, never a plain-text 500
             log.exception("unhandled error in %s %s (%s)", method, path, request_id)
             if outcome["status"]:
                 return  # the answer had started: nothing more can be said on this connection
-            err = ApiError(500, "internal_error", f"Internal error in the emulator (request {request_id}); see its log.")
+            err = InternalError(f"Internal error in the emulator (request {request_id}); see its log.")
             await send_error(send, err, request_id, extra, outcome)
         finally:
             self._log(scope, outcome, started)
@@ -161,11 +171,11 @@ class Gate:
         """The caller's key, or the 401 to answer once the rate-limit headers are known."""
         auth = header(scope, b"authorization")
         if not auth:
-            return None, ApiError(401, "unauthorized", "Missing bearer token: send 'Authorization: Bearer <key>'.")
+            return None, Unauthorized("Missing bearer token: send 'Authorization: Bearer <key>'.")
         scheme, _, secret = auth.partition(" ")
         key = self.store.keys.lookup(secret.strip()) if scheme.lower() == "bearer" else None
         if key is None:  # never echo the key back
-            return None, ApiError(401, "unauthorized", "Invalid API key (unknown, revoked or rotated).")
+            return None, Unauthorized("Invalid API key (unknown, revoked or rotated).")
         return key, None
 
     async def _send_fault(self, fault: str, send: Any, extra: list, request_id: str, outcome: dict) -> None:
@@ -177,9 +187,9 @@ class Gate:
             return
         if fault == "rate_429":
             retry = str(self.store.faults.config.retry_after)
-            err = ApiError(429, "rate_limited", f"Too many requests; retry after {retry} s.", {"retry-after": retry})
+            err = RateLimited(f"Too many requests; retry after {retry} s.", {"retry-after": retry})
         else:
-            err = ApiError(500, "internal_error", "Internal error (injected fault); safe to retry.")
+            err = InternalError("Internal error (injected fault); safe to retry.")
         await send_error(send, err, request_id, extra, outcome)
 
     async def _forward(self, scope, receive, send, extra, outcome, fault) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from fastapi import Depends, Request
 
-from .errors import ApiError
+from .exceptions import InvalidRequest, TooLarge, ValidationError
 
 MAX_BODY_BYTES = 1 << 20  # a control-plane body larger than this is refused (413)
 MAX_TEXT = 2000  # longest string field (URLs, messages)
@@ -97,12 +97,12 @@ def check(body: Any, fields: Mapping[str, Field], where: str) -> dict[str, Any]:
     """`body` as a dict of known, valid fields (absent ones are left out), or a 422 naming the
     first bad or unknown field."""
     if not isinstance(body, dict):
-        raise ApiError(422, "validation_error", f"{where}: the body must be a JSON object, got {type(body).__name__}.")
+        raise ValidationError(f"{where}: the body must be a JSON object, got {type(body).__name__}.")
     unknown = sorted(k for k in body if k not in fields)
     if unknown:
         near = difflib.get_close_matches(unknown[0], list(fields), n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise ApiError(422, "validation_error", f"{where}: unknown field '{unknown[0][:60]}'{hint}; "
+        raise ValidationError(f"{where}: unknown field '{unknown[0][:60]}'{hint}; "
                                                 f"known: {', '.join(fields) or 'none'}.")
     for name, value in body.items():
         spec = fields[name]
@@ -112,7 +112,7 @@ def check(body: Any, fields: Mapping[str, Field], where: str) -> dict[str, Any]:
         if problem is None and spec.check is not None:
             problem = spec.check(value)
         if problem:
-            raise ApiError(422, "validation_error", f"{where}: '{name}' {problem}; got {shown(value)}.")
+            raise ValidationError(f"{where}: '{name}' {problem}; got {shown(value)}.")
     return {k: v for k, v in body.items() if v is not None}
 
 
@@ -123,7 +123,7 @@ def parse_json(raw: bytes, where: str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as err:
-        raise ApiError(400, "invalid_request", f"{where}: the body is not valid JSON ({err}).") from None
+        raise InvalidRequest(f"{where}: the body is not valid JSON ({err}).") from None
 
 
 def json_body(fields: Mapping[str, Field], where: str, required: tuple[str, ...] = ()) -> Any:
@@ -135,11 +135,11 @@ def json_body(fields: Mapping[str, Field], where: str, required: tuple[str, ...]
         async for chunk in request.stream():
             raw += chunk
             if len(raw) > MAX_BODY_BYTES:
-                raise ApiError(413, "invalid_request", f"{where}: the body is larger than {MAX_BODY_BYTES} bytes.")
+                raise TooLarge(f"{where}: the body is larger than {MAX_BODY_BYTES} bytes.")
         body = check(parse_json(bytes(raw), where), fields, where)
         for name in required:
             if name not in body:
-                raise ApiError(422, "validation_error", f"{where}: '{name}' is required ({fields[name].describe()}).")
+                raise ValidationError(f"{where}: '{name}' is required ({fields[name].describe()}).")
         return body
 
     return Depends(read)

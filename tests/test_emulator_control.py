@@ -17,9 +17,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apixx_emulator import bad_data, control, ops_routes, webhooks_out
 from apixx_emulator.cli import parser
 from apixx_emulator.inputs import Field
+from apixx_emulator.routes import control
 from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess
 
 EXAMPLES = int(os.environ.get("APIXX_FUZZ_EXAMPLES", "60"))  # `make soak` raises it
@@ -31,11 +31,11 @@ ROUTES: dict[str, tuple[dict[str, Field], dict[str, Any]]] = {
     "/_emulator/churn": (control.CHURN_FIELDS, {"entity": "order"}),
     "/_emulator/faults": (control.FAULT_FIELDS, {}),
     "/_emulator/limits": (control.LIMIT_FIELDS, {}),
-    "/_emulator/bad-data": (bad_data.PLAN_FIELDS, {"entity": "order", "kind": "out_of_order", "count": 0}),
-    "/_emulator/time/advance": (ops_routes.ADVANCE_FIELDS, {"seconds": 0}),
-    "/_emulator/ops/next-run": (ops_routes.NEXT_RUN_FIELDS, {"status": "succeeded", "flow_id": "flw_none"}),
-    "/_emulator/webhooks": (webhooks_out.SUBSCRIBE_FIELDS, {"url": "http://127.0.0.1:9/x", "secret": "s"}),
-    "/_emulator/webhooks/test": (webhooks_out.TEST_EVENT_FIELDS, {"type": "flow.paused"}),
+    "/_emulator/bad-data": (control.PLAN_FIELDS, {"entity": "order", "kind": "out_of_order", "count": 0}),
+    "/_emulator/time/advance": (control.ADVANCE_FIELDS, {"seconds": 0}),
+    "/_emulator/ops/next-run": (control.NEXT_RUN_FIELDS, {"status": "succeeded", "flow_id": "flw_none"}),
+    "/_emulator/webhooks": (control.SUBSCRIBE_FIELDS, {"url": "http://127.0.0.1:9/x", "secret": "s"}),
+    "/_emulator/webhooks/test": (control.TEST_EVENT_FIELDS, {"type": "flow.paused"}),
 }
 NUMERIC = [(path, name, spec) for path, (fields, _) in ROUTES.items()
            for name, spec in fields.items() if spec.kind in ("int", "number")]

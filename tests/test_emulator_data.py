@@ -422,7 +422,7 @@ def test_churn_refuses_bad_delete_and_merge_counts(emulator, body):
 
 
 def test_a_chain_of_merges_resolves_to_the_live_survivor():
-    from apixx_emulator.models import Table
+    from apixx_emulator.models.datasets import Table
 
     table = Table("customer")
     table.gone = {"a": {"canonical_id": "a", "reason": "merged", "merged_into": "b", "at": "1"},

@@ -1,62 +1,19 @@
-"""The canonical data API: thin routes over the datasets in models.py."""
+"""The canonical data API under /api/public/data: thin routes over models.datasets."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
-from . import bad_data
-from .entities import ENTITIES, field_names
-from .errors import ApiError
-from .models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ApiKey, Dataset, Store
-from .timestamps import parse_us
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    request_id: str
-
-
-class ErrorEnvelope(BaseModel):
-    error: ErrorBody
-
-
-class Page(BaseModel):
-    entity: str
-    count: int
-    next_cursor: str | None
-    data: list[dict[str, Any]]
-
-
-ERRORS = {s: {"model": ErrorEnvelope} for s in (401, 403, 404, 422, 429)}
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def require_scope(request: Request, scope: str) -> ApiKey:
-    key: ApiKey = request.scope["state"]["api_key"]
-    if scope not in key.scopes:
-        raise ApiError(403, "forbidden", f"This API key lacks the '{scope}' scope.")
-    return key
-
-
-async def dataset_for(store: Store, key: ApiKey) -> Dataset:
-    """The caller's dataset; the first request of a tenant generates it in a worker thread, so the
-    event loop (other requests, a SIGTERM) never waits for it."""
-    return store.ready(key.tenant, key.env) or await run_in_threadpool(store.dataset, key.tenant, key.env)
-
-
-def check_entity(entity: str) -> None:
-    if entity not in ENTITIES:
-        raise ApiError(404, "not_found", f"Unknown entity '{entity}'. Known: {', '.join(sorted(ENTITIES))}.")
+from ..entities import field_names
+from ..exceptions import NotFound, ValidationError
+from ..models import Store
+from ..models.datasets import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from ..timestamps import parse_us
+from .common import ERRORS, check_entity, dataset_for, json_response, require_scope
+from .shapes import Page
 
 
 def timestamp_param(name: str, value: str | None) -> int | None:
@@ -66,7 +23,7 @@ def timestamp_param(name: str, value: str | None) -> int | None:
     try:
         return parse_us(value)
     except (ValueError, OverflowError):
-        raise ApiError(422, "validation_error", f"Parameter '{name}' is not an RFC 3339 timestamp: {value!r}.") from None
+        raise ValidationError(f"Parameter '{name}' is not an RFC 3339 timestamp: {value[:100]!r}.") from None
 
 
 def field_list(entity: str, fields: str | None) -> tuple[str, ...] | None:
@@ -76,7 +33,7 @@ def field_list(entity: str, fields: str | None) -> tuple[str, ...] | None:
     known = set(field_names(entity))
     unknown = [f for f in wanted if f not in known]
     if unknown:
-        raise ApiError(422, "validation_error", f"Parameter 'fields' names unknown field(s) of {entity}: {', '.join(unknown)}.")
+        raise ValidationError(f"Parameter 'fields' names unknown field(s) of {entity}: {', '.join(unknown)[:300]}.")
     return ("canonical_id", "updated_at", *(f for f in wanted if f not in ("canonical_id", "updated_at")))
 
 
@@ -104,15 +61,14 @@ def build(store: Store) -> APIRouter:
         since = timestamp_param("updated_since", updated_since)
         after = timestamp_param("cursor", cursor)
         wanted = field_list(entity, fields)
-        dataset = await dataset_for(store, key)
-        modes, precision = store.settings, dataset.precision
-        since_bound = None if since is None else precision.lower_bound(since, modes.since_mode == "inclusive")
-        after_bound = None if after is None else precision.lower_bound(after, modes.cursor_mode == "inclusive")
+        dataset = await dataset_for(store, key.tenant, key.env)
+        modes = store.settings
         with dataset.lock:
-            page, next_cursor = dataset.tables[entity].page(since_bound, after_bound, limit)
+            page, next_cursor = dataset.page(entity, since, after, limit, since_inclusive=modes.since_mode == "inclusive",
+                                             cursor_inclusive=modes.cursor_mode == "inclusive")
             payload = {"entity": entity, "count": len(page), "next_cursor": next_cursor,
                        "data": project(page, wanted)}
-            body = bad_data.of(store).serve(entity, payload)  # as JSON, unless bad data is planned
+            body = store.bad_data.serve(entity, payload)  # as JSON, unless bad data is planned
         return Response(body, media_type="application/json")
 
     @router.get("/{entity}/{canonical_id}", response_model=None, responses={200: {"model": dict[str, Any]}, **ERRORS},
@@ -120,11 +76,11 @@ def build(store: Store) -> APIRouter:
     async def get_record(request: Request, entity: str, canonical_id: str) -> Response:
         key = require_scope(request, "data:read")
         check_entity(entity)
-        dataset = await dataset_for(store, key)
+        dataset = await dataset_for(store, key.tenant, key.env)
         with dataset.lock:
             record = dataset.tables[entity].by_id.get(canonical_id)
             if record is None:
-                raise ApiError(404, "not_found", f"No {entity} with canonical_id '{canonical_id}'.")
+                raise NotFound(f"No {entity} with canonical_id '{canonical_id[:100]}'.")
             return json_response(record)
 
     return router

@@ -1,15 +1,20 @@
-"""The ops model in plain Python: flows, connectors and runs per tenant, their seeded history and run lifecycle."""
+"""The ops model in plain Python: flows, connectors and runs per tenant, their seeded history,
+run lifecycle and events, and the registry of every tenant's ops state."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ApiError
-from .timestamps import iso_s
+from ..entities import ENTITIES
+from ..exceptions import Conflict, NotFound
+from ..timestamps import iso_s
+from .clock import EmulatorClock
+from .datasets import Dataset
 
 SCHEDULES = {"every_15m": 900, "hourly": 3600, "every_4h": 14400, "every_6h": 21600,
              "every_12h": 43200, "daily": 86400}  # schedule name -> interval in seconds
@@ -43,6 +48,10 @@ RUN_ERRORS = [
     ("connector_auth_failed", "{system} rejected the stored credentials (HTTP 401)."),
 ]
 DEGRADED_ERROR = ("auth_expired", "{system} rejected the OAuth token: it expired or was revoked.")
+
+LANDED_PER_RUN = 20  # canonical records a finished triggered run updates, and as many it inserts (at most)
+TICK_SECONDS = 0.5  # how often runs in progress are checked for events, in real time
+log = logging.getLogger("apixx_emulator.ops")
 
 Emit = Callable[[str, dict, int], None]  # (event type, object, emulator time in ms)
 
@@ -180,7 +189,7 @@ class OpsState:
     def _get(table: dict, object_id: str, kind: str) -> Any:
         found = table.get(object_id)
         if found is None:
-            raise ApiError(404, "not_found", f"No {kind} with id '{object_id}'.")
+            raise NotFound(f"No {kind} with id '{object_id}'.")
         return found
 
     def connectors_of(self, flow: Flow) -> tuple[Connector, Connector]:
@@ -226,7 +235,7 @@ class OpsState:
     def pause(self, flow_id: str, now_ms: int) -> dict[str, Any]:
         flow = self.flow(flow_id)
         if flow.status == "paused":
-            raise ApiError(409, "conflict", f"Flow '{flow_id}' is already paused.")
+            raise Conflict(f"Flow '{flow_id}' is already paused.")
         flow.status, flow.updated_ms = "paused", now_ms
         self.emit("flow.paused", flow.view(), now_ms)
         return flow.view()
@@ -234,7 +243,7 @@ class OpsState:
     def resume(self, flow_id: str, now_ms: int) -> dict[str, Any]:
         flow = self.flow(flow_id)
         if flow.status == "active":
-            raise ApiError(409, "conflict", f"Flow '{flow_id}' is already active; only a paused flow can be resumed.")
+            raise Conflict(f"Flow '{flow_id}' is already active; only a paused flow can be resumed.")
         flow.status, flow.updated_ms = "active", now_ms
         return flow.view()
 
@@ -242,7 +251,7 @@ class OpsState:
         flow = self.flow(flow_id)
         if flow.status == "paused":
             what = "retried" if retry_of else "triggered"
-            raise ApiError(409, "conflict", f"Flow '{flow_id}' is paused; resume it before a run can be {what}.")
+            raise Conflict(f"Flow '{flow_id}' is paused; resume it before a run can be {what}.")
         started = now_ms // 1000 * 1000
         run = Run(new_id(self.rng, "run_"), flow.id, trigger, retry_of, started,
                   self.rng.randint(*QUEUE_MS), self._next_outcome(flow, now_ms))
@@ -254,7 +263,7 @@ class OpsState:
         old = self.run(run_id)
         status = old.phase(now_ms)
         if status not in ("failed", "partial"):
-            raise ApiError(409, "conflict", f"Run '{run_id}' is {status}; only a failed or partial run can be retried.")
+            raise Conflict(f"Run '{run_id}' is {status}; only a failed or partial run can be retried.")
         return self.trigger(old.flow_id, now_ms, trigger="retry", retry_of=old.id)
 
     def verify(self, connector_id: str, now_ms: int) -> dict[str, Any]:
@@ -381,3 +390,61 @@ def seeded_run(state: OpsState, rng: random.Random, flow: Flow, at_ms: int, trig
     if run.finished_ms < now_ms:
         state._add(run)
     return run
+
+
+# --------------------------------------------------------------------------------------------
+# Every tenant's ops state
+
+class OpsRegistry:
+    """The ops state of each tenant and environment, seeded on first use next to its dataset; a
+    finished triggered run lands records in that dataset, as a real flow does, so that
+    event-driven syncs have something new to load."""
+
+    def __init__(self, clock: EmulatorClock, dataset: Callable[[str, str], Dataset], seed: Callable[[], int],
+                 sink: Emit):
+        self.clock, self.dataset, self.seed, self.sink = clock, dataset, seed, sink
+        self.states: dict[tuple[str, str], OpsState] = {}
+        self.lock = threading.Lock()
+
+    def state_for(self, tenant: str, env: str) -> OpsState:
+        dataset = self.dataset(tenant, env)
+        with self.lock:
+            state = self.states.get((tenant, env))
+            if state is None:
+                state = OpsState(self.seed(), tenant, env, self.clock.now_ms(), self._emitter(dataset, tenant, env))
+                self.states[(tenant, env)] = state
+            return state
+
+    def _emitter(self, dataset: Dataset, tenant: str, env: str) -> Emit:
+        def emit(event_type: str, data: dict[str, Any], at_ms: int) -> None:
+            if event_type in ("run.succeeded", "run.partial"):
+                land(dataset, self.states.get((tenant, env)), data)
+            self.sink(event_type, data, at_ms)
+
+        return emit
+
+    def tick_all(self) -> None:
+        with self.lock:
+            states = list(self.states.values())
+        now = self.clock.now_ms()
+        for state in states:
+            state.tick(now)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.states.clear()
+
+    def run_ticker(self, stop: threading.Event) -> None:
+        while not stop.wait(TICK_SECONDS):
+            try:
+                self.tick_all()
+            except Exception:  # a failed tick must not stop later ones
+                log.exception("ops tick failed")
+
+
+def land(dataset: Dataset, state: OpsState | None, run: dict[str, Any]) -> None:
+    flow = state.flows.get(run.get("flow_id")) if state else None
+    if flow is None or flow.entity not in ENTITIES:
+        return
+    count = min(LANDED_PER_RUN, max(1, int(run.get("records_processed") or 0) - int(run.get("records_failed") or 0)))
+    dataset.churn(flow.entity, updates=count, inserts=count, tie=False, set_fields=None)

@@ -1,4 +1,5 @@
-"""Webhook deliveries: subscriptions, signed POSTs, retries with backoff over emulator time, and a delivery log."""
+"""Webhook deliveries in plain Python: subscriptions, signed POSTs, retries with backoff over
+emulator time, and a delivery log."""
 
 from __future__ import annotations
 
@@ -8,21 +9,17 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import requests
-from fastapi import APIRouter, FastAPI, Query
-from fastapi.responses import Response
 
-from .clock import EmulatorClock, clock_of, hooks
-from .data_api import json_response
-from .errors import ApiError
-from .inputs import OBJECT, Field, choice, json_body, text
-from .models import Store
-from .timestamps import iso_ms
+from ..exceptions import NotFound
+from ..timestamps import iso_ms
+from .clock import EmulatorClock
 
 EVENTS = ("run.started", "run.succeeded", "run.partial", "run.failed", "connector.degraded", "flow.paused")
 SEND_TIMEOUT = 5.0  # seconds a subscriber has to answer one attempt
@@ -95,8 +92,8 @@ class Delivery:
 class Dispatcher:
     """Turns events into deliveries, one per interested subscription, and sends due attempts."""
 
-    def __init__(self, store: Store, clock: EmulatorClock):
-        self.store, self.clock = store, clock
+    def __init__(self, clock: EmulatorClock, configured: Callable[[], list[dict[str, Any]]]):
+        self.clock, self.configured = clock, configured  # configured: the --webhook subscriptions
         self.subscriptions: dict[str, Subscription] = {}
         self.deliveries: dict[str, Delivery] = {}
         self.cond = threading.Condition()
@@ -107,7 +104,7 @@ class Dispatcher:
     def load_settings(self) -> None:
         with self.cond:
             self.subscriptions.clear()
-            for spec in self.store.settings.webhooks:
+            for spec in self.configured():
                 self._add(spec["url"], spec["secret"], spec.get("events") or ["*"], "settings")
 
     def subscribe(self, url: str, secret: str, events: list[str]) -> Subscription:
@@ -119,10 +116,24 @@ class Dispatcher:
         self.subscriptions[sub.id] = sub
         return sub
 
+    def subscriptions_view(self) -> list[dict[str, Any]]:
+        with self.cond:
+            return [s.view() for s in self.subscriptions.values()]
+
+    def deliveries_view(self, event: str | None, state: str | None, subscription_id: str | None) -> list[dict[str, Any]]:
+        with self.cond:
+            return [d.view() for d in self.deliveries.values()
+                    if (event is None or d.event_type == event) and (state is None or d.state == state)
+                    and (subscription_id is None or d.subscription_id == subscription_id)]
+
+    def pending(self) -> int:
+        with self.cond:
+            return sum(d.state == "pending" for d in self.deliveries.values())
+
     def unsubscribe(self, sub_id: str) -> None:
         with self.cond:
             if self.subscriptions.pop(sub_id, None) is None:
-                raise ApiError(404, "not_found", f"No webhook subscription with id '{sub_id}'.")
+                raise NotFound(f"No webhook subscription with id '{sub_id}'.")
 
     # -- events --------------------------------------------------------------------------
     def on_event(self, event_type: str, data: dict[str, Any], at_ms: int) -> None:
@@ -201,68 +212,3 @@ class Dispatcher:
         with self.cond:
             self.deliveries.clear()
         self.load_settings()
-
-
-def web_url(value: str) -> str | None:
-    return None if value.startswith(("http://", "https://")) else "must be an http:// or https:// URL"
-
-
-SUBSCRIBE_FIELDS = {"url": text(check=web_url), "secret": text(500), "events": Field("texts", hi=20)}
-TEST_EVENT_FIELDS = {"type": choice(*EVENTS, nullable=False), "data": OBJECT}
-SUBSCRIBE_BODY = json_body(SUBSCRIBE_FIELDS, "webhooks", required=("url", "secret"))
-TEST_EVENT_BODY = json_body(TEST_EVENT_FIELDS, "webhooks/test", required=("type",))
-
-
-def build_control(dispatcher: Dispatcher) -> APIRouter:
-    router = APIRouter(prefix="/_emulator/webhooks", tags=["control plane"], include_in_schema=False)
-
-    @router.get("")
-    async def list_subscriptions() -> Response:
-        with dispatcher.cond:
-            return json_response({"data": [s.view() for s in dispatcher.subscriptions.values()]})
-
-    @router.post("")
-    async def subscribe(body: dict[str, Any] = SUBSCRIBE_BODY) -> Response:
-        events = body.get("events") or ["*"]
-        unknown = [e for e in events if e != "*" and e not in EVENTS]
-        if unknown:
-            raise ApiError(422, "validation_error", f"Unknown event(s) {unknown}; known: *, {', '.join(EVENTS)}.")
-        return json_response(dispatcher.subscribe(body["url"], body["secret"], events).view(), 201)
-
-    @router.delete("/{sub_id}")
-    async def unsubscribe(sub_id: str) -> Response:
-        dispatcher.unsubscribe(sub_id)
-        return json_response({"deleted": sub_id})
-
-    @router.get("/deliveries")
-    async def deliveries(event: str | None = Query(None), state: str | None = Query(None),
-                         subscription_id: str | None = Query(None)) -> Response:
-        with dispatcher.cond:
-            found = [d.view() for d in dispatcher.deliveries.values()
-                     if (event is None or d.event_type == event) and (state is None or d.state == state)
-                     and (subscription_id is None or d.subscription_id == subscription_id)]
-        return json_response({"count": len(found), "data": found})
-
-    @router.post("/flush")
-    def flush() -> Response:  # a sync route (a worker thread): it waits for the attempts it starts
-        dispatcher.settle()
-        return json_response({"pending": sum(d.state == "pending" for d in dispatcher.deliveries.values())})
-
-    @router.post("/test")
-    async def test_event(body: dict[str, Any] = TEST_EVENT_BODY) -> Response:
-        dispatcher.on_event(body["type"], body.get("data") or {}, dispatcher.clock.now_ms())
-        return json_response({"fired": body["type"]}, 202)
-
-    return router
-
-
-def install(app: FastAPI, store: Store) -> None:
-    dispatcher = Dispatcher(store, clock_of(store))
-    store.extensions["webhooks"] = dispatcher
-    hooks(store, "event_sinks").append(dispatcher.on_event)
-    hooks(store, "on_time_advanced").append(dispatcher.settle)
-    hooks(store, "on_reset").append(dispatcher.reset)
-    app.include_router(build_control(dispatcher))
-    stop = threading.Event()
-    store.extensions["webhooks_stop"] = stop
-    threading.Thread(target=dispatcher.run, args=(stop,), name="apixx-webhook-sender", daemon=True).start()

@@ -1,141 +1,26 @@
-"""Emulator state in plain Python: datasets per tenant and environment, keys, limits, the request log."""
+"""Canonical records in plain Python: one dataset per tenant and environment, generated from a
+seed with tie groups, changed by churn (updates, inserts, deletes, merges)."""
 
 from __future__ import annotations
 
 import bisect
-import math
 import random
 import threading
 import time
 import uuid
-from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .entities import DATE, DERIVED, ENTITIES, GENERATION_ORDER, SOURCES, TIMESTAMP, between
-from .errors import ApiError
-from .timestamps import PRECISIONS, Precision, iso_ms, iso_s, parse_us
+from ..entities import DATE, DERIVED, ENTITIES, GENERATION_ORDER, SOURCES, TIMESTAMP, between
+from ..timestamps import PRECISIONS, Precision, iso_ms, iso_s, parse_us
 
 MAX_PAGE_SIZE = 1000  # documented maximum `limit`
 DEFAULT_PAGE_SIZE = 100  # documented default `limit`
-WINDOW_SECONDS = 60  # the rate limiter's sliding window
 DATA_START_MS = 1751328000000  # 2025-07-01T00:00:00Z: generated history starts here ...
 DATA_SPAN_MS = 365 * 86400 * 1000  # ... and covers one year
-REQUEST_LOG_MAX = 200_000
 MAX_RECORDS_PER_ENTITY = 1_000_000  # per entity, tenant and environment: generation stays within minutes
 MAX_CHURN = 100_000  # records one churn call may change, per kind of change
-MAX_RATE_LIMIT = 10**9  # requests per window a limit may allow
 
-
-# --------------------------------------------------------------------------------------------
-# Keys
-
-@dataclass
-class ApiKey:
-    key_id: str
-    secret: str
-    tenant: str
-    scopes: frozenset[str]
-    revoked: bool = False
-
-    @property
-    def env(self) -> str:
-        return "test" if self.secret.startswith("apx_test_") else "live"
-
-
-ALL_SCOPES = ("data:read", "flows:read", "flows:write")
-DEFAULT_KEYS = [  # documented in the README; the demo and the tests use them
-    {"key": "apx_live_acme_4f9c2e1a7b3d", "tenant": "acme", "scopes": list(ALL_SCOPES)},
-    {"key": "apx_test_acme_8d2b6f0c4e1a", "tenant": "acme", "scopes": list(ALL_SCOPES)},
-    {"key": "apx_live_globex_3a7e9c1d5b2f", "tenant": "globex", "scopes": list(ALL_SCOPES)},
-    {"key": "apx_test_globex_6c1f8a2e4d9b", "tenant": "globex", "scopes": list(ALL_SCOPES)},
-    {"key": "apx_live_acme_opsonly_2e8d5c", "tenant": "acme", "scopes": ["flows:read"]},
-    {"key": "apixx_acme_data_7b3e1f9a", "tenant": "acme", "scopes": ["data:read"]},
-]
-KEY_PREFIXES = ("apx_live_", "apx_test_", "apixx_")
-
-
-class KeyRing:
-    """The keys the emulator accepts; looked up by secret, named in logs by id only."""
-
-    def __init__(self, specs: list[dict[str, Any]]):
-        self._lock = threading.Lock()
-        self.by_secret: dict[str, ApiKey] = {}
-        self.by_id: dict[str, ApiKey] = {}
-        for i, spec in enumerate(specs, start=1):
-            secret = spec["key"]
-            if not secret.startswith(KEY_PREFIXES):
-                raise ValueError(f"key #{i} in the keys file has no known prefix {KEY_PREFIXES}")
-            key = ApiKey(spec.get("id") or f"key_{i:03d}", secret, spec["tenant"], frozenset(spec.get("scopes", ())))
-            self.by_secret[secret] = key
-            self.by_id[key.key_id] = key
-
-    def lookup(self, secret: str) -> ApiKey | None:
-        key = self.by_secret.get(secret)
-        return None if key is None or key.revoked else key
-
-    def rotate(self, key_id: str, tenant: str) -> str:
-        """Issue a new secret for `key_id`; the old one stops working at once."""
-        with self._lock:
-            key = self.by_id.get(key_id)
-            if key is None or key.tenant != tenant:
-                raise ApiError(404, "not_found", f"No API key with id '{key_id}'.")
-            prefix = next(p for p in KEY_PREFIXES if key.secret.startswith(p))
-            del self.by_secret[key.secret]
-            key.secret = prefix + uuid.uuid4().hex
-            self.by_secret[key.secret] = key
-            return key.secret
-
-
-# --------------------------------------------------------------------------------------------
-# Rate limits
-
-@dataclass
-class RateDecision:
-    allowed: bool
-    limit: int
-    remaining: int
-    reset: int
-    retry_after: int = 0
-
-
-class RateLimiter:
-    """Sliding 60-second windows per (key, bucket)."""
-
-    def __init__(self, limits: dict[str, int], window: float = WINDOW_SECONDS):
-        self.limits = dict(limits)
-        self.window = window
-        self._windows: dict[tuple[str, str], deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key_id: str, bucket: str, now: float | None = None) -> RateDecision:
-        now = time.time() if now is None else now
-        limit = self.limits[bucket]
-        with self._lock:
-            window = self._windows.setdefault((key_id, bucket), deque())
-            while window and window[0] <= now - self.window:
-                window.popleft()
-            if len(window) >= limit:
-                reset = window[0] + self.window
-                return RateDecision(False, limit, 0, math.ceil(reset), max(1, math.ceil(reset - now)))
-            window.append(now)
-            return RateDecision(True, limit, limit - len(window), math.ceil(window[0] + self.window))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._windows.clear()
-
-
-def bucket_for(method: str, path: str) -> str:
-    if method == "GET" or method == "HEAD":
-        return "read"
-    if method == "POST" and path.rstrip("/").endswith("/trigger"):
-        return "trigger"
-    return "write"
-
-
-# --------------------------------------------------------------------------------------------
-# Data
 
 @dataclass
 class Table:
@@ -216,7 +101,6 @@ class Dataset:
         counts = records_for or {}  # per-entity overrides of records_per_entity
         self.lock = threading.RLock()
         self.tables: dict[str, Table] = {}
-        self.ops: Any = None  # filled in by the ops model (apixx_emulator.ops) when present
         rng = random.Random(f"{seed}/{tenant}/{env}")
         refs: dict[str, list[str]] = {}
         per_ms, fmt = precision.per_ms, precision.format
@@ -231,6 +115,15 @@ class Dataset:
             self.tables[entity] = table
         self.rng = rng
         self.refs = refs
+
+    def page(self, entity: str, since_us: int | None, cursor_us: int | None, limit: int, *,
+             since_inclusive: bool, cursor_inclusive: bool) -> tuple[list[dict], str | None]:
+        """One page of the list route: records at or past `updated_since` (>= or >) and past the
+        cursor (> or >=), compared as instants whatever form the bounds came in."""
+        p = self.precision
+        since = None if since_us is None else p.lower_bound(since_us, since_inclusive)
+        after = None if cursor_us is None else p.lower_bound(cursor_us, cursor_inclusive)
+        return self.tables[entity].page(since, after, limit)
 
     def latest(self) -> int:
         """The newest stamp of any table, in this dataset's units."""
@@ -327,75 +220,3 @@ def make_record(entity: str, rng: random.Random, refs: dict[str, list[str]], ms:
     record["last_source_update_at"] = iso_s(ms - between(rng, 0, 5000))
     record["updated_at"] = updated_at or iso_ms(ms)
     return record
-
-
-# --------------------------------------------------------------------------------------------
-# The whole emulator
-
-@dataclass
-class Settings:
-    seed: int = 42
-    records_per_entity: int = 2000
-    records_for: dict[str, int] = field(default_factory=dict)  # entity -> count, overriding the above
-    cursor_mode: str = "exclusive"  # `cursor` compares with > (or >= when "inclusive")
-    since_mode: str = "inclusive"  # `updated_since` compares with >= (or > when "exclusive")
-    timestamp_precision: str = "ms"  # updated_at as ...123Z, or "us": ...123456+00:00
-    max_tie_size: int = 1000
-    read_limit: int = 600
-    write_limit: int = 120
-    trigger_limit: int = 60
-    rate_window_seconds: float = WINDOW_SECONDS  # shorter only to make rate-limit tests quick
-    keys: list[dict[str, Any]] = field(default_factory=lambda: [dict(k) for k in DEFAULT_KEYS])
-    webhooks: list[dict[str, Any]] = field(default_factory=list)
-
-
-class Store:
-    """The emulator's state: datasets (made lazily, per tenant and environment), keys, limits,
-    faults and the request log. Routes only read and change this."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.keys = KeyRing(settings.keys)
-        self.limiter = RateLimiter({"read": settings.read_limit, "write": settings.write_limit,
-                                    "trigger": settings.trigger_limit}, settings.rate_window_seconds)
-        self._datasets: dict[tuple[str, str], Dataset] = {}
-        self._lock = threading.Lock()
-        self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_MAX)
-        self.counters: Counter[tuple[str, int, str]] = Counter()
-        from .faults import FaultInjector  # local: faults imports models' helpers
-        self.faults = FaultInjector()
-        self.extensions: dict[str, Any] = {}  # other models (ops, webhooks) hang their state here
-
-    def dataset(self, tenant: str, env: str) -> Dataset:
-        with self._lock:
-            ds = self._datasets.get((tenant, env))
-            if ds is None:
-                s = self.settings
-                ds = Dataset(tenant, env, s.seed, s.records_per_entity, s.max_tie_size, s.records_for,
-                             PRECISIONS[s.timestamp_precision])
-                self._datasets[(tenant, env)] = ds
-            return ds
-
-    def ready(self, tenant: str, env: str) -> Dataset | None:
-        """The dataset if it has been generated already (no waiting, no generating)."""
-        return self._datasets.get((tenant, env))
-
-    def tenants(self) -> list[tuple[str, str]]:
-        return sorted({(k.tenant, k.env) for k in self.keys.by_id.values()})
-
-    RESETTABLE = ("seed", "records_per_entity", "cursor_mode", "since_mode", "timestamp_precision")
-
-    def reset(self, **changes: Any) -> None:
-        """Drop every dataset (they are made again on first use), with any of RESETTABLE changed."""
-        with self._lock:
-            for name, value in changes.items():
-                if name not in self.RESETTABLE:
-                    raise ValueError(f"cannot reset {name!r}")
-                if value is not None:
-                    setattr(self.settings, name, value)
-            self._datasets.clear()
-        self.limiter.clear()
-
-    def log_request(self, entry: dict[str, Any]) -> None:
-        self.request_log.append(entry)
-        self.counters[(entry["route"], entry["status"], entry["key_id"] or "-")] += 1

@@ -1,4 +1,5 @@
-"""Bad data on the list route, on demand: malformed records, broken ordering, cursors and bodies."""
+"""Bad data on the list route, on demand: malformed records, broken ordering, cursors and bodies
+(the plans; the control plane adds and clears them)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
-from fastapi.responses import Response
 
-from .entities import ENTITIES, ENTITY_NAMES
-from .errors import ApiError
-from .inputs import BOOL, choice, integer, json_body
+from ..entities import ENTITIES
 
 Payload = dict[str, Any]
 KEYS = ("canonical_id", "updated_at")
@@ -106,11 +103,6 @@ class Plan:
         return spoiled > 0 and (self.always or spoiled <= self.count)
 
 
-PLAN_FIELDS = {"entity": choice(*ENTITY_NAMES, nullable=False), "kind": choice(*KINDS, nullable=False),
-               "count": integer(0, MAX_PLAN_COUNT), "skip": integer(0, MAX_PLAN_COUNT), "always": BOOL, "once": BOOL}
-PLAN_BODY = json_body(PLAN_FIELDS, "bad-data", required=("entity", "kind"))
-
-
 class BadData:
     """The active plans and what each entity's list route served last (for stale pages)."""
 
@@ -119,6 +111,16 @@ class BadData:
         self.plans: list[Plan] = []
         self.last_body: dict[str, bytes] = {}
         self.first_cursor: dict[str, str] = {}
+
+    def add(self, plan: Plan) -> None:
+        with self.lock:
+            self.plans.append(plan)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.plans.clear()
+            self.last_body.clear()
+            self.first_cursor.clear()
 
     def serve(self, entity: str, payload: Payload) -> bytes:
         """The body to answer with: `payload` as JSON, unless a plan spoils it."""
@@ -145,40 +147,6 @@ class BadData:
                 payload = CORRUPTIONS.get(kind, lambda p: p)(payload)
         return orjson.dumps(payload)
 
-    def describe(self) -> list[dict[str, Any]]:
-        return [asdict(p) for p in self.plans]
-
-
-def of(store: Any) -> BadData:
-    """The store's BadData, made on first use."""
-    return store.extensions.setdefault("bad_data", BadData())
-
-
-def build(store: Any) -> APIRouter:
-    """`POST|GET|DELETE /_emulator/bad-data` (mounted under the control plane's prefix)."""
-    router = APIRouter(include_in_schema=False)
-
-    def answer() -> Response:
-        return Response(orjson.dumps({"plans": of(store).describe(), "kinds": KINDS}),
-                        media_type="application/json")
-
-    @router.post("/bad-data")
-    async def add_plan(body: dict[str, Any] = PLAN_BODY) -> Response:
-        try:
-            plan = Plan.from_json(body)
-        except (TypeError, ValueError) as err:
-            raise ApiError(422, "validation_error", str(err)) from None
-        with of(store).lock:
-            of(store).plans.append(plan)
-        return answer()
-
-    @router.get("/bad-data")
-    async def list_plans() -> Response:
-        return answer()
-
-    @router.delete("/bad-data")
-    async def clear_plans() -> Response:
-        store.extensions["bad_data"] = BadData()
-        return answer()
-
-    return router
+    def describe(self) -> dict[str, Any]:
+        with self.lock:
+            return {"plans": [asdict(p) for p in self.plans], "kinds": KINDS}

@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from .timestamps import iso_ms
+from ..timestamps import iso_ms
 
 
 class EmulatorClock:
@@ -33,13 +33,3 @@ class EmulatorClock:
     def describe(self) -> dict[str, Any]:
         now = self.now()
         return {"now": iso_ms(int(now * 1000)), "unix": round(now, 3), "offset_seconds": self.offset}
-
-
-def clock_of(store: Any) -> EmulatorClock:
-    """The store's one clock, made on first use (ops and webhooks share it)."""
-    return store.extensions.setdefault("clock", EmulatorClock())
-
-
-def hooks(store: Any, name: str) -> list:
-    """A list of callbacks in `store.extensions` (e.g. `on_reset`, `on_time_advanced`, `event_sinks`)."""
-    return store.extensions.setdefault(name, [])
