@@ -2,9 +2,63 @@
 
 from __future__ import annotations
 
+import re
+import typing as t
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 SEEN_KEY = "seen_at_bookmark"  # state: ids already emitted at the bookmark's exact instant
+NS_PER_SECOND = 10**9
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+TIMESTAMP = re.compile(
+    r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)\Z"
+)
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """An updated_at as an exact instant (ns since the epoch) and the fraction digits it shows.
+
+    Instants are compared, never strings: `…22.759Z` and `…22.759000+00:00` are one instant.
+    """
+
+    ns: int
+    digits: int
+    text: str = field(compare=False)
+
+
+def parse_stamp(text: t.Any) -> Stamp | None:
+    """The Stamp of an RFC 3339 timestamp with a zone (`Z` or an offset), else None."""
+    match = TIMESTAMP.match(text) if isinstance(text, str) else None
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    try:
+        base = datetime.fromisoformat(whole + ("+00:00" if zone in "Zz" else zone))
+    except ValueError:
+        return None
+    seconds = (base - EPOCH) // timedelta(seconds=1)
+    digits = len(fraction or "")
+    return Stamp(seconds * NS_PER_SECOND + int((fraction or "0").ljust(9, "0")), digits, text)
+
+
+def format_stamp(ns: int, digits: int) -> str:
+    """RFC 3339 UTC with `digits` fraction digits and `Z`, cut down (never up) to them."""
+    seconds, rest = divmod(ns, NS_PER_SECOND)
+    text = (EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        text += "." + f"{rest:09d}"[:digits]
+    return text + "Z"
+
+
+def stamp_at(ns: int, digits: int) -> Stamp:
+    """The Stamp of instant `ns` shown with `digits` fraction digits (cut down to them)."""
+    return Stamp(ns, digits, format_stamp(ns, digits))
+
+
+def stamp_of(value: datetime) -> Stamp:
+    """The Stamp of an aware datetime, to the microsecond."""
+    return stamp_at((value - EPOCH) // timedelta(microseconds=1) * 1000, 6)
 
 
 def iso_ms(value: datetime) -> str:
@@ -27,3 +81,13 @@ def start_point(start_date: str | None, bookmark: str | None, lookback: timedelt
     if bookmark:
         starts.append(parse_ts(bookmark) - lookback)
     return iso_ms(max(starts)) if starts else None
+
+
+def start_stamp(start_date: str | None, bookmark: str | None, lookback: timedelta) -> Stamp | None:
+    """`start_point` as an exact instant: the bookmark keeps its precision (ms or µs), and
+    with no lookback it is the bookmark itself, so its tie group is re-read whole."""
+    starts = [stamp_of(parse_ts(start_date))] if start_date else []
+    if mark := parse_stamp(bookmark) or (stamp_of(parse_ts(bookmark)) if bookmark else None):
+        back = lookback // timedelta(microseconds=1) * 1000
+        starts.append(stamp_at(mark.ns - back, mark.digits) if back else mark)
+    return max(starts, key=lambda s: s.ns) if starts else None

@@ -32,3 +32,11 @@ class TieGroupTooLargeError(TapApixxError):
 
 class OutOfOrderError(TapApixxError):
     """The API returned records not ascending by updated_at; continuing could lose records."""
+
+
+class BoundaryCheckError(TapApixxError):
+    """The API's answer at a page boundary shows that records could have been skipped."""
+
+
+class PagingStalledError(TapApixxError):
+    """The API says more records remain but paging cannot get past an instant."""

@@ -1,19 +1,25 @@
-"""Tie-safe paging over `updated_since`, correct whatever the server's cursor semantics."""
+"""Paging over `updated_since` that loses no record whatever the server's semantics."""
 
 from __future__ import annotations
 
-import re
 import typing as t
 from dataclasses import dataclass, field
 
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_apixx.errors import OutOfOrderError, TapApixxError, TieGroupTooLargeError
+from tap_apixx.bookmarks import Stamp, format_stamp, parse_stamp
+from tap_apixx.errors import (
+    BoundaryCheckError,
+    OutOfOrderError,
+    PagingStalledError,
+    TapApixxError,
+    TieGroupTooLargeError,
+)
 from tap_apixx.transport import response_body
 
 MAX_PAGE_SIZE = 1000  # documented maximum `limit` of the canonical data API
 MAX_BOOKMARK_IDS = 2 * MAX_PAGE_SIZE  # ids kept in state; trimming costs duplicates, never loss
-RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)\Z", re.IGNORECASE)
+DEFAULT_DIGITS = 3  # fraction digits of the contract's updated_at (ms), until records show more
 
 
 class BadRecordError(TapApixxError):
@@ -22,7 +28,7 @@ class BadRecordError(TapApixxError):
 
 @dataclass(frozen=True)
 class PageRequest:
-    """What to ask for next: records with updated_at >= since (inclusive), at most limit."""
+    """What to ask for next: `updated_since` (as sent) and `limit`."""
 
     since: str | None
     limit: int
@@ -39,100 +45,296 @@ class Page:
 
 @dataclass
 class SeenAt:
-    """Ids already emitted (or known emitted) whose updated_at equals `ts`."""
+    """Ids already emitted (or known emitted) whose updated_at is the instant of `ts`."""
 
     ts: str | None = None
     ids: set[str] = field(default_factory=set)
 
-    def holds(self, ts: str, canonical_id: str) -> bool:
-        return ts == self.ts and canonical_id in self.ids
+    @property
+    def stamp(self) -> Stamp | None:
+        return parse_stamp(self.ts)
 
     def to_state(self) -> dict[str, t.Any]:
         return {"updated_at": self.ts, "ids": sorted(self.ids)[:MAX_BOOKMARK_IDS]}
 
     @classmethod
     def from_state(cls, value: t.Any) -> SeenAt:
-        if not isinstance(value, dict) or not value.get("updated_at"):
+        if not isinstance(value, dict) or not parse_stamp(value.get("updated_at")):
             return cls()
         return cls(value["updated_at"], set(value.get("ids") or ()))
 
 
-class TieSafePaginator(BaseAPIPaginator[PageRequest]):
-    """Pages by re-reading from the last updated_at seen, never by trusting `cursor`.
+@dataclass
+class PagingCosts:
+    """What reading whole tie groups cost this stream, for the sync summary."""
 
-    The next request starts *at* (not after) the last page's final updated_at, and the ids
-    already seen at that instant are skipped. A full page holding a single instant is a tie
-    group at least as large as the page: that step is retried with the API's largest page,
-    and if even that is one instant, no client can page through it, so we fail loudly.
+    boundaries: int = 0  # requests that started at a previous page's last instant
+    reread: int = 0  # records served again (overlap at a boundary), not emitted again
+    widened: int = 0  # requests repeated with the largest page: a tie group filled a page
+    relearned: int = 0  # requests repeated once the server showed `updated_since` is inclusive
+    verified: int = 0  # GET /{entity}/{id}: ids missing at a boundary, checked one by one
+
+    @property
+    def extra_requests(self) -> int:
+        return self.widened + self.relearned + self.verified
+
+    def describe(self) -> str:
+        per = self.extra_requests / self.boundaries if self.boundaries else 0.0
+        return (
+            f"{self.boundaries} page boundaries, {self.extra_requests} extra requests "
+            f"({per:.2f} per boundary: {self.widened} widened, {self.relearned} relearned, "
+            f"{self.verified} id checks), {self.reread} records re-read"
+        )
+
+
+# What `lookup(canonical_id)` answers: the record's updated_at now (None: gone, 404), request_id.
+Lookup = t.Callable[[str], tuple[str | None, str | None]]
+
+
+class TieSafePaginator(BaseAPIPaginator[PageRequest]):
+    """Pages by re-reading from the last instant seen, never by trusting `cursor`.
+
+    Each request asks `updated_since` = the last page's final instant minus the smallest unit
+    the timestamps show, so an exclusive (`>`) and an inclusive (`>=`) server both return the
+    whole tie group at that instant; records before it and ids already emitted at it are
+    skipped. Once a server answers with a record at exactly the `updated_since` asked, it is
+    inclusive and later requests ask for the instant itself (nothing to step over).
+
+    Every answer is checked: the ids already read at the boundary instant must come back
+    (unless `GET` by id shows them updated later or gone), records must ascend and never
+    precede `updated_since`, and every request must make progress. A tie group that fills a
+    page is read again with the API's largest page; one larger than that is an error.
     """
 
     def __init__(
         self,
         entity: str,
         page_size: int,
-        since: str | None = None,
+        start: Stamp | None = None,
         resume: SeenAt | None = None,
-        *,
-        strict: bool = False,
+        lookup: Lookup | None = None,
     ) -> None:
-        super().__init__(PageRequest(since, page_size))
-        self.timestamp = RFC3339 if strict else re.compile(".")  # strict: updated_at is RFC 3339
         self.entity = entity
         self.page_size = page_size
-        self.resume = resume or SeenAt()  # from the previous run's state
-        self.boundary = SeenAt()  # the instant the current page request starts at
+        self.lookup = lookup
+        self.costs = PagingCosts()
+        resume = resume if resume and resume.stamp else SeenAt()
+        # the unit to step back: the finest the records show (a bookmark is a record's stamp)
+        self.digits_seen: int | None = resume.stamp.digits if resume.stamp else None
+        self.inclusive = False  # learned from an answer, never assumed
+        self.floor = start  # records before it are not emitted: read before, or before start
+        self.boundary = SeenAt()  # the floor's instant and the ids read (and emitted) there
+        self.resume = SeenAt()  # the previous run's bookmark, while paging has not reached it
+        self.resume_read: set[str] = set()  # ids read this run at the resume instant
+        if resume.stamp and start and resume.stamp.ns == start.ns:
+            self.boundary = resume  # no lookback: the first page re-reads the bookmark
+        elif resume.stamp and (start is None or resume.stamp.ns > start.ns):
+            self.resume = resume
         self.last_ts: str | None = None
+        self.stepped_back = False
+        super().__init__(self._request(start, page_size))
+
+    @property
+    def digits(self) -> int:
+        """Fraction digits of the API's updated_at: the most any record showed, else ms."""
+        return DEFAULT_DIGITS if self.digits_seen is None else self.digits_seen
+
+    # Building requests
+
+    def _request(self, floor: Stamp | None, limit: int) -> PageRequest:
+        """Ask from `floor`, stepping back one unit unless the server is known inclusive."""
+        if floor is None:
+            self.stepped_back = False
+            return PageRequest(None, limit)
+        self.stepped_back = not self.inclusive
+        unit = 10 ** (9 - self.digits)
+        since = floor.ns - unit if self.stepped_back else floor.ns - floor.ns % unit
+        return PageRequest(format_stamp(since, self.digits), limit)
+
+    # Reading a page
 
     def take(self, page: Page) -> list[dict[str, t.Any]]:
-        """Return the records of `page` not emitted before, and remember the new boundary."""
+        """Return the records of `page` not emitted before; check it; plan the next request."""
+        asked = self.current_value
+        since = parse_stamp(asked.since)
+        floor, known = self.floor, self.boundary.ids if self.boundary.ts else set()
         fresh: list[dict[str, t.Any]] = []
-        last = self.last_ts or ""
-        boundary, resume = self.boundary, self.resume
-        for index, record in enumerate(page.records):
-            cid, ts = _keys(record)
-            if not (isinstance(cid, str) and cid and isinstance(ts, str) and self.timestamp.match(ts)):
-                self._raise_bad_record(index, record, page)
-            if ts < last:
-                self._raise_out_of_order(ts, last, page)
-            last = ts
-            if not (boundary.holds(ts, cid) or resume.holds(ts, cid)):
-                fresh.append(record)
-        if page.records:
-            self.last_ts = last
-            self._move_boundary(page.records, last)
+        at_floor: set[str] = set()
+        later: dict[str, Stamp] = {}  # ids read past the floor, with their instant
+        stamps = self._stamps(page)
+        for record, stamp in zip(page.records, stamps):
+            cid = record["canonical_id"]
+            if since is not None and stamp.ns <= since.ns:
+                self._check_not_before_since(stamp, since, asked, page)
+            if floor is not None and stamp.ns < floor.ns:
+                self.costs.reread += 1
+                continue
+            if floor is not None and stamp.ns == floor.ns:
+                at_floor.add(cid)
+                if cid in known:
+                    self.costs.reread += 1
+                    continue
+            else:
+                later[cid] = stamp
+            if self._resumed(stamp, cid):
+                continue
+            fresh.append(record)
+        end = page.next_cursor is None or not page.records
+        if floor is not None and known and (later or end):  # the page read past the floor
+            self._check_came_back(floor, known - at_floor, later, stamps, page)
+        self._check_resume(stamps, end, later, page)
+        self._plan_next(page, stamps, at_floor | known)
         return fresh
 
-    def _move_boundary(self, records: list[dict[str, t.Any]], ts: str) -> None:
-        ids = {r["canonical_id"] for r in _tail_at(records, ts)}
-        if self.boundary.ts == ts:
-            ids |= self.boundary.ids
-        if self.resume.ts == ts:
-            ids |= self.resume.ids
-        self.boundary = SeenAt(ts, ids)
+    def _stamps(self, page: Page) -> list[Stamp]:
+        """The instant of every record, checked present and ascending."""
+        stamps: list[Stamp] = []
+        for index, record in enumerate(page.records):
+            cid, ts = _keys(record)
+            stamp = parse_stamp(ts)
+            if not (isinstance(cid, str) and cid and stamp):
+                self._raise_bad_record(index, record, page)
+            if stamps and stamp.ns < stamps[-1].ns:
+                self._raise_out_of_order(stamp, stamps[-1], page)
+            stamps.append(stamp)
+            self.digits_seen = max(self.digits_seen or 0, stamp.digits)
+        return stamps
+
+    def _check_not_before_since(self, stamp: Stamp, since: Stamp, asked: PageRequest, page: Page) -> None:
+        if stamp.ns == since.ns and self.stepped_back:
+            self.inclusive = True  # an exclusive server never returns the instant asked
+            return
+        if stamp.ns < since.ns:
+            msg = (
+                f"{self.entity}: asked updated_since={asked.since}, the API returned a record "
+                f"updated at {stamp.text}, before that instant (request_id={page.request_id}); it "
+                "does not filter as the tap assumes, so paging could skip records. Stopping."
+            )
+            raise BoundaryCheckError(msg)
+
+    def _resumed(self, stamp: Stamp, cid: str) -> bool:
+        """True for an id the previous run already emitted at its bookmark's instant."""
+        resume = self.resume.stamp
+        if resume is None or stamp.ns != resume.ns:
+            return False
+        self.resume_read.add(cid)
+        return cid in self.resume.ids
+
+    # The boundary checks
+
+    def _check_came_back(
+        self, floor: Stamp, missing: set[str], later: dict[str, Stamp], stamps: list[Stamp], page: Page
+    ) -> None:
+        """Ids read at the boundary that the re-read did not return must have moved or gone."""
+        unexplained = self._unexplained(floor, missing, later)
+        if not unexplained:
+            return
+        known, lost = len(self.boundary.ids), len(unexplained)
+        if not stamps or stamps[0].ns > floor.ns:
+            first = stamps[0].text if stamps else "nothing"
+            detail = (
+                f"the page asked from updated_since={self.current_value.since} starts at {first}, "
+                f"after the boundary {floor.text}, and {lost} of the {known} ids already read "
+                "there did not come back"
+            )
+        else:
+            detail = f"{lost} of the {known} ids already read at the boundary {floor.text} did not come back"
+        self._raise_skipped(detail, unexplained, page)
+
+    def _check_resume(self, stamps: list[Stamp], end: bool, later: dict[str, Stamp], page: Page) -> None:
+        """Once paging passes the bookmark's instant, the ids emitted there before must be back."""
+        resume = self.resume.stamp
+        if resume is None or not (end or (stamps and stamps[-1].ns > resume.ns)):
+            return
+        emitted, missing = len(self.resume.ids), self.resume.ids - self.resume_read
+        unexplained = self._unexplained(resume, missing, later)
+        self.resume = SeenAt()  # checked once; the boundary checks take over
+        if unexplained:
+            detail = (
+                f"{len(unexplained)} of the {emitted} ids emitted at the "
+                f"bookmark {resume.text} of the previous run did not come back"
+            )
+            self._raise_skipped(detail, unexplained, page)
+
+    def _unexplained(self, at: Stamp, missing: set[str], later: dict[str, Stamp]) -> dict[str, str]:
+        """Missing ids that were not updated past `at` nor deleted: id -> what GET shows."""
+        unexplained: dict[str, str] = {}
+        for cid in sorted(missing):
+            if cid in later:
+                continue  # read again in this page, with a later updated_at
+            if self.lookup is None:
+                unexplained[cid] = "not checked"
+                continue
+            self.costs.verified += 1
+            now, request_id = self.lookup(cid)
+            stamp = parse_stamp(now)
+            if now is None or (stamp and stamp.ns > at.ns):
+                continue  # gone (404) or updated since: the list was right to leave it out
+            unexplained[cid] = f"GET shows updated_at {now} (request_id={request_id})"
+        return unexplained
+
+    def _raise_skipped(self, detail: str, unexplained: dict[str, str], page: Page) -> t.NoReturn:
+        cid, shows = next(iter(unexplained.items()))
+        msg = (
+            f"{self.entity}: records could have been skipped: {detail} (request_id="
+            f"{page.request_id}), though they were neither updated later nor deleted (e.g. {cid}: "
+            f"{shows}). The server does not page as the tap assumes; stopping rather than move on."
+        )
+        raise BoundaryCheckError(msg)
+
+    # Planning the next request
+
+    def _plan_next(self, page: Page, stamps: list[Stamp], at_floor: set[str]) -> None:
+        """Move the boundary to the page's last instant and choose the next request."""
+        asked, floor = self.current_value, self.floor
+        if stamps and (floor is None or stamps[-1].ns > floor.ns):
+            last = stamps[-1]
+            tail = {r["canonical_id"] for r, s in zip(page.records, stamps) if s.ns == last.ns}
+            self.floor, self.boundary, self.last_ts = last, SeenAt(last.text, tail), last.text
+            if self.resume.stamp and self.resume.stamp.ns == last.ns:
+                self.boundary.ids |= self.resume.ids  # emitted by the previous run: the
+                self.resume = SeenAt()  # boundary check of the next page covers them now
+            limit = MAX_PAGE_SIZE if len(self.boundary.ids) >= self.page_size else self.page_size
+            self._next = None if page.next_cursor is None else self._request(last, limit)
+            self.costs.boundaries += self._next is not None
+        elif floor is not None and stamps:
+            self.boundary = SeenAt(floor.text, at_floor)
+            self._next = self._stalled(page, stamps, floor, asked)
+        else:
+            self._next = None  # an empty page: nothing is left
+
+    def _stalled(self, page: Page, stamps: list[Stamp], floor: Stamp, asked: PageRequest) -> PageRequest | None:
+        """The page got no further than the boundary: read it again, wider or from the instant."""
+        full = len(page.records) >= asked.limit
+        if page.next_cursor is None or not full:
+            return None  # fewer than asked and none past the boundary: nothing is left
+        if self.inclusive and self.stepped_back:
+            self.costs.relearned += 1  # the unit stepped over held a page of its own
+            return self._request(floor, asked.limit)
+        if asked.limit < MAX_PAGE_SIZE:
+            self.costs.widened += 1
+            return self._request(floor, MAX_PAGE_SIZE)
+        if sum(1 for s in stamps if s.ns == floor.ns) >= asked.limit:
+            self._raise_tie_too_large(floor, page)
+        msg = (
+            f"{self.entity}: paging made no progress past {floor.text}: a full page of "
+            f"{len(page.records)} records from updated_since={asked.since} held none after it "
+            f"(request_id={page.request_id}). Stopping rather than skip records."
+        )
+        raise PagingStalledError(msg)
 
     def has_more(self, response: Page) -> bool:  # type: ignore[override]
-        """More pages exist unless the API says so, or a short page made no progress."""
-        page = response
-        if not page.records or page.next_cursor is None:
-            return False
-        full = len(page.records) >= self.current_value.limit
-        return full or page.records[-1]["updated_at"] != self.current_value.since
+        return self._next is not None
 
-    def get_next(self, response: Page) -> PageRequest:  # type: ignore[override]
-        """Start the next page at the last instant seen; widen the page for a big tie group."""
-        page = response
-        first_ts, last_ts = page.records[0]["updated_at"], page.records[-1]["updated_at"]
-        full = len(page.records) >= self.current_value.limit
-        if not (full and first_ts == last_ts):
-            return PageRequest(last_ts, self.page_size)
-        if self.current_value.limit >= MAX_PAGE_SIZE:
-            self._raise_tie_too_large(last_ts, page)
-        return PageRequest(last_ts, MAX_PAGE_SIZE)
+    def get_next(self, response: Page) -> PageRequest | None:  # type: ignore[override]
+        return self._next
 
-    def _raise_tie_too_large(self, ts: str, page: Page) -> t.NoReturn:
+    # Errors
+
+    def _raise_tie_too_large(self, floor: Stamp, page: Page) -> t.NoReturn:
         msg = (
-            f"{self.entity}: at least {MAX_PAGE_SIZE} records share updated_at {ts}, more than "
-            f"the API's largest page ({MAX_PAGE_SIZE}), so no client can page through them "
+            f"{self.entity}: at least {MAX_PAGE_SIZE} records share updated_at {floor.text}, more "
+            f"than the API's largest page ({MAX_PAGE_SIZE}), so no client can page through them "
             f"without skipping some (request_id={page.request_id}). Ask APIXX support to "
             "re-stamp this bulk import, or set start_date after it to skip it knowingly."
         )
@@ -152,10 +354,10 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         )
         raise BadRecordError(msg)
 
-    def _raise_out_of_order(self, ts: str, last: str, page: Page) -> t.NoReturn:
+    def _raise_out_of_order(self, stamp: Stamp, last: Stamp, page: Page) -> t.NoReturn:
         msg = (
-            f"{self.entity}: the API returned updated_at {ts} after {last}, not ascending "
-            f"(request_id={page.request_id}); stopping rather than risk losing records."
+            f"{self.entity}: the API returned updated_at {stamp.text} after {last.text}, not "
+            f"ascending (request_id={page.request_id}); stopping rather than risk losing records."
         )
         raise OutOfOrderError(msg)
 
@@ -165,14 +367,6 @@ def _keys(record: t.Any) -> tuple[t.Any, t.Any]:
     if not isinstance(record, dict):
         return None, None
     return record.get("canonical_id"), record.get("updated_at")
-
-
-def _tail_at(records: list[dict[str, t.Any]], ts: str) -> t.Iterator[dict[str, t.Any]]:
-    """The trailing records of a sorted page whose updated_at equals `ts`."""
-    for record in reversed(records):
-        if record["updated_at"] != ts:
-            return
-        yield record
 
 
 OPS_MAX_PAGE_SIZE = 100  # documented maximum `limit` of the ops lists (flows, runs, connectors)
@@ -194,3 +388,4 @@ class StartingAfterPaginator(BaseAPIPaginator[str | None]):
 
     def get_next(self, response: t.Any) -> str | None:
         return response_body(response)["data"][-1]["id"]
+

@@ -59,14 +59,16 @@ class SyncProgress:
         span = max(self.window_end - start, 1e-9)
         return f"{min(100.0, 100.0 * (current - start) / span):.1f}%"
 
-    def summary(self) -> None:
+    def summary(self, paging: str | None = None) -> None:
+        """`paging`: what paging cost beyond one request per page (the paginator's costs)."""
         counts = self.stream.counts
         self.stream.logger.info(
-            "Finished '%s': %d records, %d requests, %d retries, %d rate-limited (429), %.1f s",
+            "Finished '%s': %d records, %d requests, %d retries, %d rate-limited (429), %.1f s%s",
             self.stream.name,
             counts["records"],
             counts["requests"],
             counts["retries"],
             counts["throttled"],
             time.monotonic() - self.started,
+            f"; {paging}" if paging else "",
         )

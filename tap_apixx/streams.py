@@ -7,15 +7,17 @@ import typing as t
 from datetime import timedelta
 from functools import cached_property
 from importlib import resources
+from urllib.parse import quote
 
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
-from tap_apixx.bookmarks import SEEN_KEY, start_point
+from tap_apixx.bookmarks import SEEN_KEY, start_stamp
 from tap_apixx.client import ApixxStream
 from tap_apixx.error_policy import request_id, rid
+from tap_apixx.errors import ApiRequestError
 from tap_apixx.output import PageOutput
-from tap_apixx.pagination import MAX_PAGE_SIZE, Page, SeenAt, TieSafePaginator
+from tap_apixx.pagination import MAX_PAGE_SIZE, Page, SeenAt, TieSafePaginator, parse_stamp
 from tap_apixx.progress import SyncProgress
 from tap_apixx.schema_drift import SchemaDrift
 from tap_apixx.settings import DEFAULT_LOOKBACK_MINUTES
@@ -27,6 +29,8 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
+
+    from tap_apixx.pagination import Stamp
 
 # entity -> what it holds. Each becomes a stream of that name, keyed by canonical_id and
 # replicated incrementally on updated_at; its JSON Schema is schemas/<entity>.json.
@@ -66,6 +70,7 @@ class CanonicalStream(PageOutput, ApixxStream):
     # (SchemaDrift), so the SDK's per-record recursive conformance would only cost time.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     STATE_MSG_FREQUENCY = 10**9  # STATE is written after every page instead (_checkpoint)
+    LOOKUP_ATTR = "apixx_lookup"  # marks a GET by id, whose body is a record, not a page
 
     @cached_property
     def selected_fields(self) -> frozenset[str]:
@@ -89,6 +94,8 @@ class CanonicalStream(PageOutput, ApixxStream):
     def validate_response(self, response: requests.Response) -> None:
         """A 200 must carry a `data` list; one without it is treated like a truncated body."""
         super().validate_response(response)
+        if getattr(response.request, self.LOOKUP_ATTR, False):
+            return
         payload = getattr(response, PAYLOAD_ATTR, None)
         if not (isinstance(payload, dict) and isinstance(payload.get("data"), list)):
             got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
@@ -102,28 +109,41 @@ class CanonicalStream(PageOutput, ApixxStream):
     # Start point and state
 
     def get_new_paginator(self) -> TieSafePaginator:
-        since, resume = self._start_point()
+        start, resume = self._start_point()
         page_size = int(self.config.get("page_size", MAX_PAGE_SIZE))
-        return TieSafePaginator(self.name, page_size, since, resume, strict=True)
+        return TieSafePaginator(self.name, page_size, start, resume, lookup=self.fetch_updated_at)
 
-    def _start_point(self) -> tuple[str | None, SeenAt]:
+    def _start_point(self) -> tuple[Stamp | None, SeenAt]:
         """The later of start_date and (bookmark - lookback), and the ids seen at the bookmark."""
         state = self.stream_state
         self._bookmark_in = state.get("replication_key_value")
         self._seen_in = state.get(SEEN_KEY)
         minutes = float(self.config.get("lookback_minutes", DEFAULT_LOOKBACK_MINUTES))
-        since = start_point(
+        start = start_stamp(
             self.config.get("start_date"), self._bookmark_in, timedelta(minutes=minutes)
         )
-        self.logger.info("Syncing '%s' from %s", self.name, since or "the beginning")
-        return since, SeenAt.from_state(self._seen_in)
+        self.logger.info("Syncing '%s' from %s", self.name, start.text if start else "the beginning")
+        return start, SeenAt.from_state(self._seen_in)
+
+    def fetch_updated_at(self, canonical_id: str) -> tuple[str | None, str | None]:
+        """GET /{entity}/{id} for a boundary check: its updated_at now (None: gone), request_id."""
+        url = f"{self.url_base}{self.path}/{quote(canonical_id, safe='')}"
+        prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
+        setattr(prepared, self.LOOKUP_ATTR, True)
+        try:
+            response = self.send(prepared, None)
+        except ApiRequestError as exc:
+            if exc.status == 404:
+                return None, exc.request_id
+            raise
+        return response_body(response).get("updated_at"), request_id(response)
 
     def _checkpoint(self, paginator: TieSafePaginator) -> None:
         """After each page: its records, then the bookmark at its last instant, then STATE."""
-        seen = paginator.boundary
-        if seen.ts is None:
+        seen, bookmark_in = paginator.boundary, parse_stamp(self._bookmark_in)
+        if seen.stamp is None:
             return
-        if self._bookmark_in and seen.ts < self._bookmark_in:
+        if bookmark_in and seen.stamp.ns < bookmark_in.ns:
             value, seen_state = self._bookmark_in, self._seen_in  # still inside the lookback
         else:
             value, seen_state = seen.ts, seen.to_state()
@@ -148,7 +168,7 @@ class CanonicalStream(PageOutput, ApixxStream):
             yield from fresh
             self._checkpoint(paginator)
             progress.tick(paginator.last_ts, records[0].get("updated_at") if records else None)
-        progress.summary()
+        progress.summary(paginator.costs.describe())
 
 
 def canonical_streams(tap: Tap) -> list[CanonicalStream]:

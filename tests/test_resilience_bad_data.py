@@ -37,7 +37,7 @@ FATAL = [
     Fatal("bad_timestamp", "with updated_at 'yesterday at noon', not an RFC 3339 timestamp"),
     Fatal("wrong_type_key", "with updated_at 1767225600000, not an RFC 3339 timestamp"),
     Fatal("out_of_order", "not ascending"),
-    Fatal("stale_page", "not ascending"),  # the same page again: updated_at goes backwards
+    Fatal("stale_page", "before that instant"),  # the same page again: before updated_since
 ]
 BEHAVIOUR: dict[str, str] = {}  # kind -> what the tap did (for the figures)
 

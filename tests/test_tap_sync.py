@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import typing as t
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from test_tap_support import (
@@ -24,9 +24,6 @@ from test_tap_support import (
 from tap_apixx.bookmarks import iso_ms, parse_ts
 from tap_apixx.pagination import MAX_PAGE_SIZE
 from tap_apixx.streams import CANONICAL_ENTITIES
-
-if t.TYPE_CHECKING:
-    from pathlib import Path
 
 
 def test_full_sync_of_all_streams_equals_ground_truth(emulator) -> None:
@@ -202,3 +199,29 @@ def test_new_fields_never_break_a_sync_and_warn_once(emulator_factory, caplog) -
                 "(update the tap to sync it).")
     expected = [("order", "loyalty_tier"), ("order", "channel"), ("lead", "loyalty_tier")]
     assert sorted(warnings) == sorted(template.format(*pair) for pair in expected)
+
+
+STATE_FIXTURE = Path(__file__).parent / "fixtures" / "state_b652a2c.json"
+
+
+def test_state_written_before_the_paging_change_resumes_exactly(emulator_factory) -> None:
+    """STATE from the tap as it was at b652a2c (tests/fixtures) resumes with this version."""
+    fixture = json.loads(STATE_FIXTURE.read_text())
+    emu = emulator_factory(**{k: v for k, v in fixture["generated_by"]["emulator"].items()})
+    config = config_for(emu, page_size=fixture["generated_by"]["page_size"])
+    streams = fixture["generated_by"]["streams"]
+
+    mid = fixture["mid_tie_group"]["bookmarks"]["order"]
+    bookmark, seen = mid["replication_key_value"], set(mid["seen_at_bookmark"]["ids"])
+    resumed = run_tap(config, fixture["mid_tie_group"], ["order"])
+    expected = {r["canonical_id"] for r in emu.ground_truth("order")
+                if r["updated_at"] > bookmark or (r["updated_at"] == bookmark and r["canonical_id"] not in seen)}
+    assert 0 < len(seen) < tie_sizes(emu.ground_truth("order"))[0]  # cut inside the big tie group
+    assert sorted(resumed.ids("order")) == sorted(expected)
+
+    assert run_tap(config, fixture["final"], streams).messages[-1]["type"] == "STATE"
+    assert run_tap(config, fixture["final"], streams).ids("order") == []
+    tied = emu.churn("order", updates=3, inserts=3, tie=True)
+    after = run_tap(config, fixture["final"], streams)
+    assert sorted(after.ids("order")) == sorted(tied["updated"] + tied["inserted"])
+    assert after.ids("payment") == []

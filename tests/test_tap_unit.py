@@ -11,35 +11,14 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from tap_apixx import error_policy
 from tap_apixx.error_policy import Action, action_for
-from tap_apixx.errors import OutOfOrderError, TieGroupTooLargeError
 from tap_apixx.pacing import RatePacer
-from tap_apixx.pagination import MAX_PAGE_SIZE, Page, PageRequest, SeenAt, TieSafePaginator
+from tap_apixx.pagination import MAX_PAGE_SIZE
 from tap_apixx.streams import CANONICAL_ENTITIES
 from tap_apixx.tap import TapApixx
 
 KEY = "apx_test_acme_8d2b6f0c4e1a"
 CONFIG = {"api_key": KEY, "data_url": "http://127.0.0.1:9/api/public/data"}
 CATALOG = Path(__file__).resolve().parents[1] / "catalog" / "catalog.json"
-
-
-def rec(ts: str, cid: str) -> dict:
-    return {"canonical_id": cid, "updated_at": ts}
-
-
-def page(*records: dict, cursor: str | None = "c", rid: str = "req_1") -> Page:
-    return Page(list(records), cursor, rid)
-
-
-def drain(paginator: TieSafePaginator, pages: list[Page]) -> tuple[list[str], list[PageRequest]]:
-    """Feed pages to the paginator; return the ids it emits and the requests it made."""
-    emitted, asked = [], []
-    for p in pages:
-        asked.append(paginator.current_value)
-        emitted += [r["canonical_id"] for r in paginator.take(p)]
-        paginator.advance(p)  # type: ignore[arg-type]
-        if paginator.finished:
-            break
-    return emitted, asked
 
 
 # Settings
@@ -125,87 +104,6 @@ def test_fields_pushdown_only_when_something_is_deselected() -> None:
     assert "status" not in fields
     assert fields[:2] == ["canonical_id", "updated_at"]
     assert "total_cents" in fields
-
-
-def test_start_point_is_later_of_start_date_and_bookmark_minus_lookback() -> None:
-    state = {"bookmarks": {"order": {"replication_key": "updated_at",
-                                     "replication_key_value": "2026-01-01T00:10:00.000Z",
-                                     "seen_at_bookmark": {"updated_at": "2026-01-01T00:10:00.000Z",
-                                                          "ids": ["a"]}}}}
-    cases = [(None, "2026-01-01T00:05:00.000Z"),
-             ("2025-06-01T00:00:00Z", "2026-01-01T00:05:00.000Z"),
-             ("2026-01-01T00:07:30Z", "2026-01-01T00:07:30.000Z")]
-    for start_date, expected in cases:
-        config = {**CONFIG, **({"start_date": start_date} if start_date else {})}
-        paginator = TapApixx(config=config, state=state).streams["order"].get_new_paginator()
-        assert paginator.current_value.since == expected
-        assert paginator.resume.holds("2026-01-01T00:10:00.000Z", "a")
-    fresh = TapApixx(config={**CONFIG, "page_size": 7}).streams["order"].get_new_paginator()
-    assert fresh.current_value == PageRequest(None, 7)
-
-
-# Paging
-
-
-def test_tie_group_straddling_pages_is_read_whole_once() -> None:
-    p = TieSafePaginator("order", 3)
-    emitted, asked = drain(p, [
-        page(rec("t1", "a"), rec("t2", "b"), rec("t2", "c")),
-        page(rec("t2", "b"), rec("t2", "c"), rec("t2", "d")),  # full and one instant: widen
-        page(rec("t2", "b"), rec("t2", "c"), rec("t2", "d"), rec("t2", "e"), rec("t3", "f")),
-        page(rec("t3", "f"), rec("t4", "g"), cursor=None),
-    ])
-    assert emitted == ["a", "b", "c", "d", "e", "f", "g"]
-    assert asked == [PageRequest(None, 3), PageRequest("t2", 3), PageRequest("t2", MAX_PAGE_SIZE),
-                     PageRequest("t3", 3)]
-    assert p.finished
-
-
-def test_stops_on_null_cursor_and_on_short_page_without_progress() -> None:
-    p = TieSafePaginator("order", 2)
-    drain(p, [page(rec("t1", "a"), cursor=None)])
-    assert p.finished
-    p = TieSafePaginator("order", 5, since="t1")
-    emitted, _ = drain(p, [page(rec("t1", "a"), rec("t2", "b")), page(rec("t2", "b"))])
-    assert emitted == ["a", "b"]
-    assert p.finished
-
-
-def test_tie_group_larger_than_max_page_is_fatal_with_context() -> None:
-    same = [rec("2026-01-01T00:00:00.000Z", str(i)) for i in range(MAX_PAGE_SIZE)]
-    p = TieSafePaginator("invoice", 10)
-    p.take(page(*same[:10]))
-    p.advance(page(*same[:10]))
-    assert p.current_value.limit == MAX_PAGE_SIZE
-    p.take(page(*same, rid="req_big"))
-    with pytest.raises(TieGroupTooLargeError) as info:
-        p.advance(page(*same, rid="req_big"))
-    text = str(info.value)
-    assert "invoice" in text
-    assert "2026-01-01T00:00:00.000Z" in text
-    assert "req_big" in text
-
-
-def test_resume_skips_ids_already_emitted_at_bookmark_only() -> None:
-    p = TieSafePaginator("order", 10, since="t0", resume=SeenAt("t1", {"a", "b"}))
-    emitted, _ = drain(p, [page(rec("t0", "a"), rec("t1", "a"), rec("t1", "b"), rec("t1", "c"),
-                                cursor=None)])
-    assert emitted == ["a", "c"]  # "a" at t0 is another version: only t1's copy is skipped
-    assert p.boundary == SeenAt("t1", {"a", "b", "c"})
-
-
-def test_out_of_order_records_are_an_error() -> None:
-    p = TieSafePaginator("order", 10)
-    with pytest.raises(OutOfOrderError, match="req_x"):
-        p.take(page(rec("t2", "a"), rec("t1", "b"), rid="req_x"))
-
-
-def test_seen_state_round_trip_is_bounded() -> None:
-    seen = SeenAt("t", {str(i) for i in range(5000)})
-    state = seen.to_state()
-    assert len(state["ids"]) == 2 * MAX_PAGE_SIZE
-    assert SeenAt.from_state(state).ts == "t"
-    assert SeenAt.from_state(None) == SeenAt()
 
 
 # Error policy

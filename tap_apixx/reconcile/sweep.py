@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
-from tap_apixx.bookmarks import parse_ts
+from tap_apixx.bookmarks import parse_ts, stamp_of
 from tap_apixx.client import ApixxStream
 from tap_apixx.error_policy import request_id
 from tap_apixx.errors import ApiRequestError
@@ -90,7 +90,8 @@ class IdSweepStream(CanonicalStream):
         self.server_start: datetime | None = None  # server clock at our first request
 
     def get_new_paginator(self) -> TieSafePaginator:
-        return TieSafePaginator(self.name, MAX_PAGE_SIZE, self.since, SeenAt(), strict=True)
+        start = stamp_of(parse_ts(self.since)) if self.since else None
+        return TieSafePaginator(self.name, MAX_PAGE_SIZE, start, SeenAt(), lookup=self.fetch_updated_at)
 
     def sweep(self) -> Sweep:
         """Every id with its latest updated_at; the paginator fails loudly rather than skip any."""
