@@ -7,7 +7,7 @@ import typing as t
 from datetime import timedelta
 from functools import cached_property
 from importlib import resources
-from urllib.parse import quote
+from urllib.parse import urlparse
 
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
@@ -70,7 +70,6 @@ class CanonicalStream(PageOutput, ApixxStream):
     # (SchemaDrift), so the SDK's per-record recursive conformance would only cost time.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     STATE_MSG_FREQUENCY = 10**9  # STATE is written after every page instead (_checkpoint)
-    LOOKUP_ATTR = "apixx_lookup"  # marks a GET by id, whose body is a record, not a page
 
     @cached_property
     def selected_fields(self) -> frozenset[str]:
@@ -94,8 +93,9 @@ class CanonicalStream(PageOutput, ApixxStream):
     def validate_response(self, response: requests.Response) -> None:
         """A 200 must carry a `data` list; one without it is treated like a truncated body."""
         super().validate_response(response)
-        if getattr(response.request, self.LOOKUP_ATTR, False):
-            return
+        url = getattr(response.request, "url", None)
+        if url and not urlparse(url).path.endswith(self.path):
+            return  # GET by id (get_by_id): the body is one record, not a page
         payload = getattr(response, PAYLOAD_ATTR, None)
         if not (isinstance(payload, dict) and isinstance(payload.get("data"), list)):
             got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
@@ -127,11 +127,8 @@ class CanonicalStream(PageOutput, ApixxStream):
 
     def fetch_updated_at(self, canonical_id: str) -> tuple[str | None, str | None]:
         """GET /{entity}/{id} for a boundary check: its updated_at now (None: gone), request_id."""
-        url = f"{self.url_base}{self.path}/{quote(canonical_id, safe='')}"
-        prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
-        setattr(prepared, self.LOOKUP_ATTR, True)
         try:
-            response = self.send(prepared, None)
+            response = self.get_by_id(canonical_id)
         except ApiRequestError as exc:
             if exc.status == 404:
                 return None, exc.request_id
