@@ -9,6 +9,7 @@ from urllib.parse import quote
 from singer_sdk.authenticators import BearerTokenAuthenticator
 
 from tap_apixx import __version__
+from tap_apixx.dry_run import stop_after
 from tap_apixx.settings import DEFAULT_REQUEST_TIMEOUT
 from tap_apixx.transport import TransportStream, response_body
 
@@ -16,6 +17,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterable
 
     import requests
+    from singer_sdk.helpers.types import Context
 
 
 class ApixxStream(TransportStream):
@@ -56,3 +58,9 @@ class ApixxStream(TransportStream):
 
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
         yield from response_body(response).get("data") or []
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """The records; under `--test`, only as many as the test asks for (see dry_run.py)."""
+        records = super().get_records(context)
+        limit = self.ABORT_AT_RECORD_COUNT
+        return records if limit is None else stop_after(self, records, limit)

@@ -30,6 +30,7 @@ class ParallelSync(Tap):
     def sync_all(self) -> None:  # type: ignore[misc]  # final in the SDK: see the module doc
         """Sync the selected streams, up to `max_parallel_streams` at a time."""
         workers = self.parallel_streams
+        self.before_sync()
         if workers <= 1:
             super().sync_all()
             return
@@ -42,6 +43,9 @@ class ParallelSync(Tap):
         sync_concurrently(self, streams, min(workers, max(len(streams), 1)))
         for stream in self.streams.values():
             stream.log_sync_costs()
+
+    def before_sync(self) -> None:
+        """Run once at the start of each sync, before any stream, in both modes."""
 
     def before_parallel_sync(self) -> None:
         """Make here, once, whatever the stream threads share."""

@@ -14,6 +14,7 @@ from tap_apixx.output import SerialOutput
 from tap_apixx.pacing import RatePacer
 from tap_apixx.pagination import MAX_PAGE_SIZE
 from tap_apixx.parallel import DEFAULT_MAX_PARALLEL_STREAMS, ParallelSync
+from tap_apixx.probe import log_server_semantics
 from tap_apixx.settings import (
     DEFAULT_API_URL,
     DEFAULT_DATA_URL,
@@ -122,6 +123,15 @@ class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
             description="Seconds to wait for a response before retrying the request.",
         ),
         th.Property(
+            "semantics_probe",
+            th.BooleanType,
+            default=True,
+            title="Semantics probe",
+            description="Start each sync with two small requests to the data API and log in "
+            "one line how it pages (updated_since inclusive or exclusive, timestamp form, "
+            "rate limit). false skips them. tap-apixx-check measures all of it.",
+        ),
+        th.Property(
             "user_agent",
             th.StringType,
             title="User-Agent",
@@ -136,6 +146,10 @@ class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
     def pacer(self) -> RatePacer:
         """One request budget for this tap's key, shared by all its streams."""
         return RatePacer(self.config.get("max_requests_per_minute"))
+
+    def before_sync(self) -> None:
+        if self.config.get("semantics_probe", True):
+            log_server_semantics(self)  # one line, two requests: see probe.py
 
     def before_parallel_sync(self) -> None:
         _ = self.pacer  # made once, before the threads that share it

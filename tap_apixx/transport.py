@@ -11,6 +11,7 @@ import requests
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import RetriableAPIError
 
+from tap_apixx.connectivity import FIRST_CONTACT_WAIT_SECONDS, FirstContact, diagnose
 from tap_apixx.error_policy import (
     MAX_RETRY_AFTER_SECONDS,
     MAX_THROTTLED_RETRIES,
@@ -65,6 +66,7 @@ class PacedSession(requests.Session):
             pacer.observe({})  # no longer in flight (other threads may wait on its answer)
             raise
         pacer.observe(response.headers)
+        self.stream.first_contact.answered(self.stream.url_base)
         return response
 
 
@@ -72,6 +74,7 @@ class TransportStream(RESTStream[t.Any]):
     """A REST stream whose requests are paced, checked against ERROR_POLICY and retried."""
 
     required_scope = "data:read"
+    url_setting = "data_url"  # the setting that holds url_base, named in connection hints
     allow_redirects = False  # a redirect could carry the bearer key to another host
     backoff_base_seconds = 1.0  # first retry waits about this long, then doubles
     backoff_max_seconds = 60.0
@@ -89,6 +92,11 @@ class TransportStream(RESTStream[t.Any]):
     @property
     def requests_session(self) -> requests.Session:
         return self._paced_session
+
+    @property
+    def first_contact(self) -> FirstContact:
+        """The hosts that answered in this run, shared by the tap's streams."""
+        return self._tap.__dict__.setdefault("_apixx_first_contact", FirstContact())  # type: ignore[no-any-return]
 
     def redact(self, text: str) -> str:
         """Remove the API key from any text that may be shown or logged."""
@@ -153,7 +161,16 @@ class TransportStream(RESTStream[t.Any]):
         time.sleep(exc.retry_after)
 
     def _wait_transient(self, exc: Exception, failures: int) -> None:
-        detail = self.redact(str(exc) or type(exc).__name__)
+        problem = diagnose(exc, self.url_base, self.url_setting)
+        detail = self.redact(problem.message if problem else str(exc) or type(exc).__name__)
+        attempts = self.first_contact.attempts(problem) if problem else None
+        if problem and attempts is not None:  # never reached the host: a setting, not a blip
+            if failures >= attempts:
+                raise ApiRequestError(f"{self.name}: {detail}") from None
+            self.logger.warning("%s: %s (retry %d in %.1f s)", self.name, problem.summary,
+                                failures, FIRST_CONTACT_WAIT_SECONDS)
+            time.sleep(FIRST_CONTACT_WAIT_SECONDS)
+            return
         if failures >= self.backoff_max_tries():
             prefix = "" if detail.startswith(f"{self.name}:") else f"{self.name}: "
             msg = " ".join(f"{prefix}{detail}; gave up after {failures} attempts".split())

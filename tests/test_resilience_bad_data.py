@@ -23,6 +23,8 @@ from tap_apixx.streams import CanonicalStream
 ENTITY = "order"
 PAGE = 20
 SKIP = 2  # spoil the third page, so that good pages come first
+# The server counts the pages it serves to spoil the third: the sync-start probe's requests
+# would be counted too, so it is off here (tests/test_tap_check.py covers it under bad data).
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def plan(emu: EmulatorProcess, kind: str, **extra) -> None:
 @pytest.mark.parametrize("case", FATAL, ids=[c.kind for c in FATAL])
 def test_unusable_data_stops_with_one_line_naming_entity_request_and_problem(emu, case, tmp_path):
     plan(emu, case.kind, skip=SKIP, always=True)
-    proc = run_cli_scanned(tap_argv(tmp_path, config_for(emu, page_size=PAGE), [ENTITY]))
+    proc = run_cli_scanned(tap_argv(tmp_path, config_for(emu, page_size=PAGE, semantics_probe=False), [ENTITY]))
     lines = error_lines(proc.stderr)
     served = list_requests(emu, ENTITY)
 
@@ -93,7 +95,7 @@ def test_unusable_data_stops_with_one_line_naming_entity_request_and_problem(emu
 @pytest.mark.parametrize("kind", ["no_data", "non_json"])
 def test_a_broken_200_once_is_retried_and_nothing_is_lost(emu, kind, fast_backoff):
     plan(emu, kind, skip=SKIP, count=1)
-    result = run_tap(config_for(emu, page_size=PAGE), streams=[ENTITY])
+    result = run_tap(config_for(emu, page_size=PAGE, semantics_probe=False), streams=[ENTITY])
     watch("records", result.messages)
     assert latest(result.records(ENTITY)) == truth(emu, ENTITY)
     asked = [tuple(sorted(r["params"].items())) for r in list_requests(emu, ENTITY)]
@@ -105,7 +107,7 @@ def test_a_broken_200_once_is_retried_and_nothing_is_lost(emu, kind, fast_backof
 def test_a_broken_200_every_time_gives_up_clearly(emu, kind, fast_backoff):
     plan(emu, kind, skip=SKIP, always=True)
     with pytest.raises(ApiRequestError) as info:
-        run_tap(config_for(emu, page_size=PAGE), streams=[ENTITY])
+        run_tap(config_for(emu, page_size=PAGE, semantics_probe=False), streams=[ENTITY])
     text = watch("exception", str(info.value))
     assert text.startswith(f"{ENTITY}: ") and "\n" not in text
     assert "request_id=req_" in text and text.endswith("gave up after 6 attempts")
@@ -117,7 +119,7 @@ def test_a_broken_200_every_time_gives_up_clearly(emu, kind, fast_backoff):
 def test_a_next_cursor_that_repeats_changes_nothing(emu):
     """The tap pages on updated_since, never on the cursor: a stuck cursor cannot loop it."""
     plan(emu, "repeat_cursor", always=True)
-    result = run_tap(config_for(emu, page_size=PAGE), streams=[ENTITY])
+    result = run_tap(config_for(emu, page_size=PAGE, semantics_probe=False), streams=[ENTITY])
     cursors = {r["params"].get("cursor") for r in list_requests(emu, ENTITY)}
     assert cursors == {None}
     assert latest(result.records(ENTITY)) == truth(emu, ENTITY)
@@ -128,7 +130,7 @@ def test_a_next_cursor_that_repeats_changes_nothing(emu):
 def test_a_value_of_the_wrong_type_is_passed_on_and_warned_once(emu, caplog):
     plan(emu, "wrong_type", skip=SKIP, count=3)
     with caplog.at_level(logging.WARNING):
-        result = run_tap(config_for(emu, page_size=PAGE), streams=[ENTITY])
+        result = run_tap(config_for(emu, page_size=PAGE, semantics_probe=False), streams=[ENTITY])
     assert latest(result.records(ENTITY)) == truth(emu, ENTITY)
     odd = [r for r in result.records(ENTITY) if isinstance(r.get("order_number"), int)
            or any(isinstance(v, str) and v.endswith(".50") for k, v in r.items()
