@@ -3,12 +3,11 @@
 Run it before the first sync and whenever something looks wrong. It reads the tap's own
 settings (`--config FILE`, and TAP_APIXX_* environment variables, as under Meltano), sends at
 most MAX_CHECK_REQUESTS paced requests, prints a table (or `--json`) and exits 1 on any failed
-check. It never prints the key, only its prefix.
+check (2 when it cannot run). It never prints the key, only its prefix.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -17,8 +16,10 @@ import time
 import typing as t
 from dataclasses import asdict, dataclass, field
 
+import click
 from singer_sdk.exceptions import ConfigValidationError
 
+from tap_apixx.errors import TapApixxError
 from tap_apixx.ops_streams import OpsStream
 from tap_apixx.pagination import MAX_PAGE_SIZE
 from tap_apixx.probe import (
@@ -299,7 +300,8 @@ def check_rate_headers(report: Report, replies: list[Reply]) -> None:
     values = {h: last[h] for h in RATE_HEADERS}
     report.measured["rate_limit"] = values
     reset_in = _int(values["X-RateLimit-Reset"]) - int(time.time())
-    text = (f"on {len(with_all)} of {len(answered)} responses; last: limit {values['X-RateLimit-Limit']}, "
+    share = f"all {len(answered)}" if len(with_all) == len(answered) else f"{len(with_all)} of {len(answered)}"
+    text = (f"on {share} successful responses; last: limit {values['X-RateLimit-Limit']}, "
             f"remaining {values['X-RateLimit-Remaining']}, reset in {max(reset_in, 0)} s")
     report.add("rate-limit headers", "ok" if len(with_all) == len(answered) else "warn", text)
 
@@ -342,59 +344,50 @@ def _int(value: str) -> int:
 
 # Command line
 
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tap-apixx-check",
-        description="Check the key, both APIs and the data API's paging semantics, with the "
-        "tap's own settings (--config files, then TAP_APIXX_* environment variables). "
-        f"At most {MAX_CHECK_REQUESTS} paced requests. Exit 1 on any failed check.")
-    p.add_argument("--config", action="append", default=[], metavar="FILE",
-                   help="tap config JSON (repeatable; later files win; 'ENV' is accepted and "
-                   "ignored: TAP_APIXX_* variables are always read)")
-    p.add_argument("--json", action="store_true", help="print the findings as JSON")
-    return p
+NAME = "tap-apixx-check"
+EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
 
-def load_config(paths: list[str]) -> dict[str, t.Any]:
+@click.command(name=NAME, context_settings={"help_option_names": ["-h", "--help"]},
+               epilog=f"Exit status: {EXIT_OK} every check passed, {EXIT_PROBLEMS} a check failed, "
+                      f"{EXIT_ERROR} the check could not run (bad settings). See docs/incremental.md.")
+@click.option("--config", "configs", multiple=True, metavar="FILE",
+              help="The tap's config file (repeatable; later files win). TAP_APIXX_* "
+                   "environment variables are read too, as the tap reads them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def main(configs: tuple[str, ...], as_json: bool) -> None:
+    """Check the API key, both APIs and how the data API pages, with the tap's own settings,
+    in at most 30 paced requests."""
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        report = run_check(build_tap(configs))
+    except ConfigValidationError as exc:
+        _fail(*[f"config: {e}" for e in exc.errors] or [str(exc)])
+    except (TapApixxError, ValueError) as exc:  # ValueError: e.g. TAP_APIXX_PAGE_SIZE=abc
+        _fail(str(exc))
+    click.echo(report.to_json() if as_json else report.to_text())
+    sys.exit(EXIT_OK if report.ok else EXIT_PROBLEMS)
+
+
+def build_tap(configs: tuple[str, ...]) -> TapApixx:
+    """The tap itself, so settings, defaults and validation are the tap's own: files, then
+    TAP_APIXX_* variables (as tap-apixx-reconcile does)."""
     config: dict[str, t.Any] = {}
-    for path in paths:
-        if path == "ENV":
+    for path in configs:
+        if path == "ENV":  # the SDK's spelling of "from the environment": always read here
             continue
         try:
-            with open(path, encoding="utf-8") as fh:
-                loaded = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise SystemExit(_error(f"cannot read --config {path}: {exc}")) from None
-        if not isinstance(loaded, dict):
-            raise SystemExit(_error(f"--config {path} is not a JSON object"))
-        config.update(loaded)
-    return config
+            with open(path, encoding="utf-8") as handle:
+                config.update(json.load(handle))
+        except (OSError, ValueError, TypeError) as exc:
+            raise TapApixxError(f"cannot read config file {path}: {exc}") from None
+    return TapApixx(config=config, parse_env_config=True)
 
 
-def build_tap(config: dict[str, t.Any]) -> TapApixx:
-    """The tap itself, so settings, defaults and validation are the tap's own."""
-    try:
-        return TapApixx(config=config, parse_env_config=True)
-    except ConfigValidationError as exc:
-        lines = [f"config: {e}" for e in exc.errors] or [str(exc)]
-    except ValueError as exc:  # e.g. TAP_APIXX_PAGE_SIZE=abc
-        key = config.get("api_key")
-        lines = [f"config: {str(exc).replace(key, '[redacted]') if key else exc}"]
-    raise SystemExit("\n".join(_error(line) for line in lines))
-
-
-def _error(text: str) -> str:
-    return f"tap-apixx-check: error: {text}"
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    logging.getLogger("tap-apixx").setLevel(logging.WARNING)  # the report is the output
-    tap = build_tap(load_config(args.config))
-    report = run_check(tap)
-    print(report.to_json() if args.json else report.to_text())
-    sys.exit(0 if report.ok else 1)
+def _fail(*lines: str) -> t.NoReturn:
+    for line in lines:
+        click.echo(f"{NAME}: error: {' '.join(line.split())}", err=True)
+    sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":

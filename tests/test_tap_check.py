@@ -17,10 +17,9 @@ from test_tap_support import config_for, latest, run_cli, run_tap, truth
 
 from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess, free_port
 from tap_apixx.check import MAX_CHECK_REQUESTS
-from tap_apixx.client import CanonicalStream
 from tap_apixx.errors import ApiRequestError
 from tap_apixx.pagination import MAX_PAGE_SIZE
-from tap_apixx.streams import CANONICAL_ENTITIES
+from tap_apixx.streams import CANONICAL_ENTITIES, CanonicalStream
 
 CHECK = str(Path(sys.executable).with_name("tap-apixx-check"))
 OPS_ONLY_KEY = "apx_live_acme_opsonly_2e8d5c"  # built-in: flows:read only
@@ -86,6 +85,31 @@ def test_check_reports_an_inclusive_cursor(emulator_factory, tmp_path):
     assert code == 0
     assert report["measured"]["cursor_mode"] == "inclusive"
     assert "repeated the page's last record" in rows(report)["cursor"]["result"]
+
+
+# Each value of each emulator flag twice, in pairs (since, precision, cursor).
+MODES = [("inclusive", "ms", "exclusive"), ("exclusive", "us", "inclusive"),
+         ("exclusive", "ms", "exclusive"), ("inclusive", "us", "inclusive")]
+FORMS = {"ms": ("millisecond", "Z"), "us": ("microsecond", "+00:00")}
+
+
+@pytest.mark.parametrize(("since", "precision", "cursor"), MODES, ids=["-".join(m) for m in MODES])
+def test_check_and_the_sync_report_the_mode_the_emulator_was_started_with(
+        emulator_factory, tmp_path, caplog, since, precision, cursor):
+    emu = emulator_factory(since_mode=since, timestamp_precision=precision, cursor_mode=cursor)
+    _, report = check_json(tmp_path, config_for(emu))
+    measured = report["measured"]
+    name, offset = FORMS[precision]
+    assert measured["since_mode"] == since
+    assert measured["cursor_mode"] == cursor
+    assert [(f["precision"], f["offset"]) for f in measured["timestamp_forms"]] == [(name, offset)]
+    assert measured["largest_tie_group"]["records"] == largest_tie(emu)
+    assert rows(report)["updated_since"]["status"] == ("ok" if since == "inclusive" else "fail")
+    with caplog.at_level(logging.INFO):
+        run_tap(config_for(emu), streams=["product"])
+    verdicts = [r.getMessage() for r in caplog.records if "Server semantics:" in r.getMessage()]
+    assert len(verdicts) == 1
+    assert f"updated_since {since}; updated_at {name} precision with {offset}; ascending" in verdicts[0]
 
 
 def test_check_table_names_every_row_and_hides_the_key(emulator, tmp_path):
@@ -176,7 +200,7 @@ def test_check_bad_settings_are_one_line_each(emulator, tmp_path):
     proc = run_check(tmp_path, {**config_for(emulator), "page_size": 0},
                      env={"TAP_APIXX_DATA_URL": "http://example.com/api/public/data"})
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.returncode == 2 and proc.stdout == ""  # 2: could not run (1: a check failed)
     assert "tap-apixx-check: error: config: page_size: 0 is not an integer in 1..1000" in lines
     assert any(line.startswith("tap-apixx-check: error: config: data_url: ") for line in lines)
     assert "Traceback" not in proc.stderr
