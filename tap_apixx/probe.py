@@ -144,6 +144,9 @@ class Prober:
             reply.problem = diagnose(exc, stream.url_base, stream.url_setting)
             reply.failure = stream.redact(" ".join(f"{type(exc).__name__}: {exc}".split()))
             return reply
+        except BaseException:
+            pacer.observe({})  # no longer in flight (the streams' threads may wait on it)
+            raise
         pacer.observe(response.headers)
         stream.first_contact.answered(stream.url_base)
         reply.status, reply.headers = response.status_code, response.headers
