@@ -76,16 +76,25 @@ class Report:
         return {s: sum(r.status == s for r in self.rows) for s in STATUS_ORDER}
 
     def to_json(self) -> str:
-        body = {"ok": self.ok, "data_url": self.data_url, "api_url": self.api_url,
-                "requests": self.requests, "seconds": round(self.seconds, 2),
-                "checks": [asdict(r) for r in self.rows], "measured": self.measured}
+        body = {
+            "ok": self.ok,
+            "data_url": self.data_url,
+            "api_url": self.api_url,
+            "requests": self.requests,
+            "seconds": round(self.seconds, 2),
+            "checks": [asdict(r) for r in self.rows],
+            "measured": self.measured,
+        }
         return json.dumps(body, indent=2)
 
     def to_text(self, width: int = 100) -> str:
         name_w = max(len(r.check) for r in self.rows) + 2
         lead = name_w + 8
-        lines = [f"tap-apixx check: data_url {self.data_url}, api_url {self.api_url}", "",
-                 f"{'CHECK':<{name_w}}{'STATUS':<8}RESULT"]
+        lines = [
+            f"tap-apixx check: data_url {self.data_url}, api_url {self.api_url}",
+            "",
+            f"{'CHECK':<{name_w}}{'STATUS':<8}RESULT",
+        ]
         for row in self.rows:
             wrapped = textwrap.wrap(row.result, max(30, width - lead)) or [""]
             lines.append(f"{row.check:<{name_w}}{row.status:<8}{wrapped[0]}")
@@ -104,14 +113,18 @@ def run_check(tap: TapApixx) -> Report:
     canonical = [s for s in tap.streams.values() if isinstance(s, CanonicalStream)]
     ops = next(s for s in tap.streams.values() if isinstance(s, OpsStream))
     check_key(report, str(tap.config.get("api_key", "")))
-    first = prober.get(canonical[0], canonical[0].path, {"limit": MAX_PAGE_SIZE, "fields": PROBE_FIELDS})
+    first = prober.get(
+        canonical[0], canonical[0].path, {"limit": MAX_PAGE_SIZE, "fields": PROBE_FIELDS}
+    )
     data_up = check_reachable(report, "data API", first, "data_url", DATA_PATH_HINT)
     ops_reply = prober.get(ops, ops.path, {"limit": 1})
     check_reachable(report, "ops API", ops_reply, "api_url", OPS_PATH_HINT)
     check_scope(report, "data:read", first, f"the {len(canonical)} canonical streams")
     check_scope(report, "flows:read", ops_reply, "the ops streams (flows, runs, connectors)")
     if data_up and first.ok:
-        probe_data_api(report, prober, canonical, first, int(tap.config.get("page_size", MAX_PAGE_SIZE)))
+        probe_data_api(
+            report, prober, canonical, first, int(tap.config.get("page_size", MAX_PAGE_SIZE))
+        )
     else:
         report.add("contract probe", "skip", "skipped: the data API did not answer 200 (see above)")
     check_rate_headers(report, prober.replies)
@@ -133,8 +146,11 @@ def check_key(report: Report, key: str) -> None:
 def check_reachable(report: Report, name: str, reply: Reply, setting: str, path_hint: str) -> bool:
     """One row: did the API answer, and if not, which setting to fix. True when it answered."""
     status, text = _reachability(reply, setting, path_hint)
-    report.measured[name.replace(" ", "_")] = {"url": reply.url, "status": reply.status,
-                                               "request_id": reply.request_id}
+    report.measured[name.replace(" ", "_")] = {
+        "url": reply.url,
+        "status": reply.status,
+        "request_id": reply.request_id,
+    }
     report.add(name, status, text)
     return reply.status is not None and status != "fail"
 
@@ -144,25 +160,36 @@ def _reachability(reply: Reply, setting: str, path_hint: str) -> tuple[str, str]
     if code is None:
         if reply.problem:
             return "fail", reply.problem.message
-        tip = "; if the server speaks https, use an https:// URL" if reply.url.startswith("http:") else ""
+        tip = (
+            "; if the server speaks https, use an https:// URL"
+            if reply.url.startswith("http:")
+            else ""
+        )
         return "fail", f"{reply.failure}. Check {setting}{tip}."
     took = f"HTTP {code} in {reply.elapsed_ms:.0f} ms"
     if code == 200 and isinstance(reply.body, dict):
         return "ok", f"{took} (GET {reply.url})"
     if code == 200:
-        return "fail", (f"{took}, but not the APIXX JSON ({reply.error_message}): check {setting}; "
-                        f"{path_hint}")
+        return "fail", (
+            f"{took}, but not the APIXX JSON ({reply.error_message}): check {setting}; {path_hint}"
+        )
     if 300 <= code < 400:
         where = reply.headers.get("Location", "?")
-        return "fail", (f"{took}: a redirect to {where}. Set {setting} to the final URL (the tap "
-                        "never follows redirects, so the key goes to the configured host only)")
+        return "fail", (
+            f"{took}: a redirect to {where}. Set {setting} to the final URL (the tap "
+            "never follows redirects, so the key goes to the configured host only)"
+        )
     if code == 401:
-        return "fail", f"{took}: the key was refused ({reply.describe()}); it is unknown, revoked or rotated"
+        return (
+            "fail",
+            f"{took}: the key was refused ({reply.describe()}); it is unknown, revoked or rotated",
+        )
     if code == 403:
         return "ok", f"{took}: reachable; the key lacks a scope (below)"
     if code == 404:
-        return "fail", (f"wrong path: GET {reply.url} answered {reply.describe()}. Check "
-                        f"{setting}: {path_hint}")
+        return "fail", (
+            f"wrong path: GET {reply.url} answered {reply.describe()}. Check {setting}: {path_hint}"
+        )
     if code == 429:
         return "warn", f"{took}: rate-limited ({reply.describe()}); another job is using this key"
     return "fail", f"{took}: {reply.describe()}"
@@ -172,29 +199,39 @@ def check_scope(report: Report, scope: str, reply: Reply, streams: str) -> None:
     if reply.status == 200:
         report.add(f"scope {scope}", "ok", f"granted: {streams} can sync")
     elif reply.status == 403:
-        report.add(f"scope {scope}", "fail", f"missing: {streams} fail with {reply.describe()}; "
-                                             f"use a key with {scope}, or deselect them")
+        report.add(
+            f"scope {scope}",
+            "fail",
+            f"missing: {streams} fail with {reply.describe()}; "
+            f"use a key with {scope}, or deselect them",
+        )
     else:
         report.add(f"scope {scope}", "skip", "unknown: the API did not answer (above)")
     report.measured.setdefault("scopes", {})[scope] = {200: "granted", 403: "missing"}.get(
-        reply.status or 0, "unknown")
+        reply.status or 0, "unknown"
+    )
 
 
-def probe_data_api(report: Report, prober: Prober, canonical: list[CanonicalStream], first: Reply,
-                   page_size: int) -> None:
+def probe_data_api(
+    report: Report, prober: Prober, canonical: list[CanonicalStream], first: Reply, page_size: int
+) -> None:
     """Samples of every entity, then updated_since, cursor and the page cap on the best one."""
     samples = {canonical[0].name: first}
     for stream in canonical[1:]:
-        samples[stream.name] = prober.get(stream, stream.path, {"limit": MAX_PAGE_SIZE,
-                                                                "fields": PROBE_FIELDS})
+        samples[stream.name] = prober.get(
+            stream, stream.path, {"limit": MAX_PAGE_SIZE, "fields": PROBE_FIELDS}
+        )
     failed = {name: r for name, r in samples.items() if not r.ok}
     if failed:
         names = ", ".join(f"{n} ({r.describe()})" for n, r in failed.items())
         report.add("entities", "fail", f"{len(failed)} of {len(samples)} did not answer: {names}")
     else:
         total = sum(len(r.records) for r in samples.values())
-        report.add("entities", "ok", f"all {len(samples)} answered a {MAX_PAGE_SIZE}-record page "
-                                     f"({total} records sampled)")
+        report.add(
+            "entities",
+            "ok",
+            f"all {len(samples)} answered a {MAX_PAGE_SIZE}-record page ({total} records sampled)",
+        )
     good = {n: r.records for n, r in samples.items() if r.ok}
     forms = check_timestamps(report, good)
     check_order(report, good, samples)
@@ -207,7 +244,11 @@ def probe_data_api(report: Report, prober: Prober, canonical: list[CanonicalStre
     since = since_mode(prober, stream, good[entity], digits, offset)
     cursor = cursor_mode(prober, stream, good[entity])
     report.measured.update(since_mode=since.value, cursor_mode=cursor.value, probe_entity=entity)
-    report.add("updated_since", _since_status(since.value), f"{since.value} on '{entity}': {since.evidence}")
+    report.add(
+        "updated_since",
+        _since_status(since.value),
+        f"{since.value} on '{entity}': {since.evidence}",
+    )
     report.add("cursor", "info", f"{cursor.value}: {cursor.evidence}. The tap never uses cursor.")
     check_page_cap(report, prober, stream, samples[entity])
     add_paging_plan(report, since.value, page_size)
@@ -224,8 +265,12 @@ def check_timestamps(report: Report, good: dict[str, list[Rec]]) -> set[tuple[in
             else:
                 forms[form] = forms.get(form, 0) + 1
     report.measured["timestamp_forms"] = [
-        {"precision": precision_name(d), "offset": o, "records": n} for (d, o), n in sorted(forms.items())]
-    spelled = "; ".join(f"{precision_name(d)} precision, {o} ({n} records)" for (d, o), n in sorted(forms.items()))
+        {"precision": precision_name(d), "offset": o, "records": n}
+        for (d, o), n in sorted(forms.items())
+    ]
+    spelled = "; ".join(
+        f"{precision_name(d)} precision, {o} ({n} records)" for (d, o), n in sorted(forms.items())
+    )
     if bad:
         report.add("timestamps", "fail", f"{len(bad)} updated_at not RFC 3339, e.g. {bad[0]}")
     elif len(forms) > 1:
@@ -240,9 +285,14 @@ def check_order(report: Report, good: dict[str, list[Rec]], samples: dict[str, R
         index = first_disorder(records)
         if index is not None:
             report.measured["ordered"] = False
-            report.add("order", "fail", (
-                f"'{name}': record {index + 1} ({records[index].ts}) comes after {records[index - 1].ts} "
-                f"(request_id={samples[name].request_id}); the tap stops on such a page"))
+            report.add(
+                "order",
+                "fail",
+                (
+                    f"'{name}': record {index + 1} ({records[index].ts}) comes after {records[index - 1].ts} "
+                    f"(request_id={samples[name].request_id}); the tap stops on such a page"
+                ),
+            )
             return
     report.measured["ordered"] = True
     report.add("order", "ok", f"ascending by updated_at in all {len(good)} samples")
@@ -262,11 +312,19 @@ def check_ties(report: Report, good: dict[str, list[Rec]], page_size: int) -> st
     report.measured["largest_tie_group"] = {"records": size, "entity": name, "updated_at": ts}
     text = f"{size} records share updated_at {ts} in '{name}' (in the samples)"
     if size >= MAX_PAGE_SIZE:
-        report.add("largest tie group", "fail", text + f": as large as the API's largest page "
-                   f"({MAX_PAGE_SIZE}); no client can page through it safely")
+        report.add(
+            "largest tie group",
+            "fail",
+            text + f": as large as the API's largest page "
+            f"({MAX_PAGE_SIZE}); no client can page through it safely",
+        )
     elif size > page_size:
-        report.add("largest tie group", "info", text + f": above page_size {page_size}; the tap "
-                   f"reads such a group with one {MAX_PAGE_SIZE}-record page")
+        report.add(
+            "largest tie group",
+            "info",
+            text + f": above page_size {page_size}; the tap "
+            f"reads such a group with one {MAX_PAGE_SIZE}-record page",
+        )
     else:
         report.add("largest tie group", "ok", text)
     return name
@@ -277,10 +335,16 @@ def check_page_cap(report: Report, prober: Prober, stream: CanonicalStream, full
     accepted = f"limit={MAX_PAGE_SIZE} accepted ({len(full.records)} records)"
     report.measured["page_cap"] = {"limit_1000": full.status, "limit_1001": over.status}
     if over.status in (400, 422):
-        report.add("page cap", "ok", f"{accepted}; limit={MAX_PAGE_SIZE + 1} refused: {over.describe()}")
+        report.add(
+            "page cap", "ok", f"{accepted}; limit={MAX_PAGE_SIZE + 1} refused: {over.describe()}"
+        )
     elif over.ok:
-        report.add("page cap", "info", f"{accepted}; limit={MAX_PAGE_SIZE + 1} accepted too "
-                   f"({len(over.records)} records): the tap never asks for more than {MAX_PAGE_SIZE}")
+        report.add(
+            "page cap",
+            "info",
+            f"{accepted}; limit={MAX_PAGE_SIZE + 1} accepted too "
+            f"({len(over.records)} records): the tap never asks for more than {MAX_PAGE_SIZE}",
+        )
     else:
         report.add("page cap", "warn", f"{accepted}; limit={MAX_PAGE_SIZE + 1}: {over.describe()}")
 
@@ -292,17 +356,26 @@ def check_rate_headers(report: Report, replies: list[Reply]) -> None:
         return
     with_all = [r for r in answered if all(h in r.headers for h in RATE_HEADERS)]
     if not with_all:
-        report.add("rate-limit headers", "warn", "absent: the tap cannot pace itself and will "
-                   "wait out each 429 (Retry-After) instead")
+        report.add(
+            "rate-limit headers",
+            "warn",
+            "absent: the tap cannot pace itself and will wait out each 429 (Retry-After) instead",
+        )
         report.measured["rate_limit"] = None
         return
     last = with_all[-1].headers
     values = {h: last[h] for h in RATE_HEADERS}
     report.measured["rate_limit"] = values
     reset_in = _int(values["X-RateLimit-Reset"]) - int(time.time())
-    share = f"all {len(answered)}" if len(with_all) == len(answered) else f"{len(with_all)} of {len(answered)}"
-    text = (f"on {share} successful responses; last: limit {values['X-RateLimit-Limit']}, "
-            f"remaining {values['X-RateLimit-Remaining']}, reset in {max(reset_in, 0)} s")
+    share = (
+        f"all {len(answered)}"
+        if len(with_all) == len(answered)
+        else f"{len(with_all)} of {len(answered)}"
+    )
+    text = (
+        f"on {share} successful responses; last: limit {values['X-RateLimit-Limit']}, "
+        f"remaining {values['X-RateLimit-Remaining']}, reset in {max(reset_in, 0)} s"
+    )
     report.add("rate-limit headers", "ok" if len(with_all) == len(answered) else "warn", text)
 
 
@@ -312,9 +385,17 @@ def check_latency(report: Report, replies: list[Reply]) -> None:
         report.add("latency", "skip", "no response to time")
         return
     median, p90, worst = summary
-    report.measured["latency_ms"] = {"median": round(median, 1), "p90": round(p90, 1), "max": round(worst, 1)}
-    report.add("latency", "info", f"median {median:.0f} ms, p90 {p90:.0f} ms, max {worst:.0f} ms "
-                                  f"over {len(replies)} requests (to the response headers)")
+    report.measured["latency_ms"] = {
+        "median": round(median, 1),
+        "p90": round(p90, 1),
+        "max": round(worst, 1),
+    }
+    report.add(
+        "latency",
+        "info",
+        f"median {median:.0f} ms, p90 {p90:.0f} ms, max {worst:.0f} ms "
+        f"over {len(replies)} requests (to the response headers)",
+    )
 
 
 def _since_status(mode: str) -> str:
@@ -323,16 +404,24 @@ def _since_status(mode: str) -> str:
 
 def add_paging_plan(report: Report, since: str, page_size: int) -> None:
     """Which paging the tap uses here, and whether it is safe on what was measured."""
-    plan = (f"pages of {page_size} by updated_since from the last updated_at seen, skipping the "
-            f"ids already emitted at that instant; a larger tie group gets one {MAX_PAGE_SIZE}-"
-            "record page; cursor is not used")
+    plan = (
+        f"pages of {page_size} by updated_since from the last updated_at seen, skipping the "
+        f"ids already emitted at that instant; a larger tie group gets one {MAX_PAGE_SIZE}-"
+        "record page; cursor is not used"
+    )
     if since == "inclusive":
         report.add("paging", "ok", plan)
     elif since == "exclusive":
-        report.add("paging", "fail", plan + ". This version needs an inclusive updated_since: "
-                   "on this server it would skip records tied at a page boundary")
+        report.add(
+            "paging",
+            "fail",
+            plan + ". This version needs an inclusive updated_since: "
+            "on this server it would skip records tied at a page boundary",
+        )
     else:
-        report.add("paging", "warn", plan + f". Safe only if updated_since is inclusive ({since} here)")
+        report.add(
+            "paging", "warn", plan + f". Safe only if updated_since is inclusive ({since} here)"
+        )
 
 
 def _int(value: str) -> int:
@@ -348,17 +437,27 @@ NAME = "tap-apixx-check"
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
 
-@click.command(name=NAME, context_settings={"help_option_names": ["-h", "--help"]},
-               epilog=f"Exit status: {EXIT_OK} every check passed, {EXIT_PROBLEMS} a check failed, "
-                      f"{EXIT_ERROR} the check could not run (bad settings). See docs/incremental.md.")
-@click.option("--config", "configs", multiple=True, metavar="FILE",
-              help="The tap's config file (repeatable; later files win). TAP_APIXX_* "
-                   "environment variables are read too, as the tap reads them.")
+@click.command(
+    name=NAME,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=f"Exit status: {EXIT_OK} every check passed, {EXIT_PROBLEMS} a check failed, "
+    f"{EXIT_ERROR} the check could not run (bad settings). See docs/incremental.md.",
+)
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    metavar="FILE",
+    help="The tap's config file (repeatable; later files win). TAP_APIXX_* "
+    "environment variables are read too, as the tap reads them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def main(configs: tuple[str, ...], as_json: bool) -> None:
     """Check the API key, both APIs and how the data API pages, with the tap's own settings,
     in at most 30 paced requests."""
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         report = run_check(build_tap(configs))
     except ConfigValidationError as exc:

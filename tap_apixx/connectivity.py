@@ -19,8 +19,13 @@ from tap_apixx.settings import is_loopback
 # attempts and the wait between them before giving up, by kind.
 FIRST_CONTACT_ATTEMPTS = {"refused": 3, "dns": 2, "tls": 1}
 FIRST_CONTACT_WAIT_SECONDS = 0.5
-PLAIN_HTTP_TLS_ERRORS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST",
-                         "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL")
+PLAIN_HTTP_TLS_ERRORS = (
+    "WRONG_VERSION_NUMBER",
+    "RECORD_LAYER_FAILURE",
+    "HTTP_REQUEST",
+    "PACKET_LENGTH_TOO_LONG",
+    "UNKNOWN_PROTOCOL",
+)
 
 
 @dataclass(frozen=True)
@@ -46,30 +51,42 @@ class ConnectionProblem:
         """One line: what happened, then which setting to check and how."""
         where, base = f"{self.host}:{self.port}", self.url
         if self.kind == "refused":
-            text = f"connection refused by {where}: nothing is listening there. Check {self.setting}"
+            text = (
+                f"connection refused by {where}: nothing is listening there. Check {self.setting}"
+            )
             if is_loopback(self.host):
                 text += f" ({base}); to use the local emulator, start it: apixx-emulator --port {self.port}"
             return text + "."
         if self.kind == "dns":
-            return (f"cannot resolve host '{self.host}' ({self.detail}). Check {self.setting} "
-                    f"({base}) and the network's DNS.")
+            return (
+                f"cannot resolve host '{self.host}' ({self.detail}). Check {self.setting} "
+                f"({base}) and the network's DNS."
+            )
         if self.plain_http:
             fixed = base.replace("https://", "http://", 1)
-            text = (f"TLS handshake with {where} failed ({self.detail}): the server answers plain "
-                    f"http, not https. Check {self.setting}")
+            text = (
+                f"TLS handshake with {where} failed ({self.detail}): the server answers plain "
+                f"http, not https. Check {self.setting}"
+            )
             if is_loopback(self.host):
                 return text + f": the local emulator speaks http, use {fixed}."
             return text + " (a wrong port, or a proxy in the way?)."
         if "CERTIFICATE_VERIFY_FAILED" in self.detail:
-            return (f"the TLS certificate of {where} is not trusted ({self.detail}). Check "
-                    f"{self.setting} ({base}); behind a proxy that re-signs traffic, set "
-                    "REQUESTS_CA_BUNDLE to its CA bundle.")
+            return (
+                f"the TLS certificate of {where} is not trusted ({self.detail}). Check "
+                f"{self.setting} ({base}); behind a proxy that re-signs traffic, set "
+                "REQUESTS_CA_BUNDLE to its CA bundle."
+            )
         return f"TLS handshake with {where} failed ({self.detail}). Check {self.setting} ({base})."
 
     @property
     def summary(self) -> str:
         """The message's first clause, for retry warnings (the final error has the hint)."""
-        return self.message.split(": ", 1)[0] if self.kind == "refused" else self.message.split(" (", 1)[0]
+        return (
+            self.message.split(": ", 1)[0]
+            if self.kind == "refused"
+            else self.message.split(" (", 1)[0]
+        )
 
     @property
     def plain_http(self) -> bool:
@@ -86,7 +103,10 @@ def diagnose(exc: BaseException, url: str, setting: str) -> ConnectionProblem | 
             return ConnectionProblem("tls", url, setting, _ssl_detail(cause))
         if isinstance(cause, socket.gaierror):
             return ConnectionProblem("dns", url, setting, cause.strerror or str(cause))
-        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+        if (
+            isinstance(cause, ConnectionRefusedError)
+            or getattr(cause, "errno", None) == errno.ECONNREFUSED
+        ):
             return ConnectionProblem("refused", url, setting, "connection refused")
     return None
 

@@ -34,5 +34,6 @@ def stop_after(stream: Stream, records: Iterable[dict[str, t.Any]], limit: int) 
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
-    stream.logger.info("Stream '%s' answered: %d record(s) read (the test stops at %d).",
-                       stream.name, count, limit)
+    stream.logger.info(
+        "Stream '%s' answered: %d record(s) read (the test stops at %d).", stream.name, count, limit
+    )

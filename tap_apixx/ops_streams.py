@@ -29,7 +29,6 @@ class OpsStream(ApixxStream):
     """A list of the ops API, paged with `starting_after`, keyed by `id`, needing flows:read."""
 
     required_scope = "flows:read"
-    url_setting = "api_url"
     primary_keys = ("id",)
     sync_last = True  # after the canonical streams
     url_setting = "api_url"

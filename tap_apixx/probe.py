@@ -131,8 +131,9 @@ class Prober:
         if self.sent >= self.budget:
             raise ProbeBudgetError(f"the probe may send at most {self.budget} requests")
         url = stream.url_base + path
-        prepared = stream.build_prepared_request(method="GET", url=url, params=params or {},
-                                                 headers=stream.http_headers)
+        prepared = stream.build_prepared_request(
+            method="GET", url=url, params=params or {}, headers=stream.http_headers
+        )
         reply = Reply(url)
         self.replies.append(reply)
         pacer = stream.pacer
@@ -222,31 +223,53 @@ class Finding:
     evidence: str
 
 
-def since_mode(prober: Prober, stream: ApixxStream, sample: list[Rec], digits: int,
-               offset: str) -> Finding:
+def since_mode(
+    prober: Prober, stream: ApixxStream, sample: list[Rec], digits: int, offset: str
+) -> Finding:
     """Inclusive (>=) or exclusive (>): ask from the instant of a tie group seen in the sample."""
     start, size = max(tie_groups(sample), key=lambda g: g[1])
     at = sample[start]
-    reply = prober.get(stream, stream.path, _params(min(MAX_PAGE_SIZE, size + 1), updated_since=at.ts))
+    reply = prober.get(
+        stream, stream.path, _params(min(MAX_PAGE_SIZE, size + 1), updated_since=at.ts)
+    )
     if not reply.ok:
         return Finding("unknown", f"updated_since={at.ts}: {reply.describe()}")
     got = reply.records
     same = [r for r in got if r.instant == at.instant]
-    if got and got[0].instant is not None and at.instant is not None and got[0].instant < at.instant:
-        return Finding("ignored", f"updated_since={at.ts} returned a record at {got[0].ts}, "
-                                  f"before it (request_id={reply.request_id})")
+    if (
+        got
+        and got[0].instant is not None
+        and at.instant is not None
+        and got[0].instant < at.instant
+    ):
+        return Finding(
+            "ignored",
+            f"updated_since={at.ts} returned a record at {got[0].ts}, "
+            f"before it (request_id={reply.request_id})",
+        )
     if same:
-        return Finding("inclusive", f"updated_since={at.ts} returned the {len(same)} record(s) "
-                                    f"at that instant (request_id={reply.request_id})")
+        return Finding(
+            "inclusive",
+            f"updated_since={at.ts} returned the {len(same)} record(s) "
+            f"at that instant (request_id={reply.request_id})",
+        )
     # Nothing at the instant: exclusive, unless those records changed since the sample. Ask
     # from one step earlier: an exclusive server then returns them.
-    earlier = format_like(at.instant - smallest_step(digits), digits, offset)  # type: ignore[operator]
-    again = prober.get(stream, stream.path, _params(min(MAX_PAGE_SIZE, size + 1), updated_since=earlier))
+    moment = at.instant
+    if moment is None:
+        return Finding("unknown", f"updated_at {at.ts!r} is not a timestamp")
+    earlier = format_like(moment - smallest_step(digits), digits, offset)
+    again = prober.get(
+        stream, stream.path, _params(min(MAX_PAGE_SIZE, size + 1), updated_since=earlier)
+    )
     back = [r for r in again.records if r.instant == at.instant]
     if again.ok and back:
-        return Finding("exclusive", f"updated_since={at.ts} returned none of the {size} record(s) "
-                                    f"at that instant; updated_since={earlier} returned them "
-                                    f"(request_ids {reply.request_id}, {again.request_id})")
+        return Finding(
+            "exclusive",
+            f"updated_since={at.ts} returned none of the {size} record(s) "
+            f"at that instant; updated_since={earlier} returned them "
+            f"(request_ids {reply.request_id}, {again.request_id})",
+        )
     return Finding("unknown", f"the records at {at.ts} changed during the probe; run it again")
 
 
@@ -257,39 +280,59 @@ def cursor_mode(prober: Prober, stream: ApixxStream, sample: list[Rec]) -> Findi
     first = prober.get(stream, stream.path, _params(start + 1))
     page1 = first.records
     if not first.ok or len(page1) != start + 1 or page1[-1].instant != sample[start].instant:
-        why = first.describe() if not first.ok else "the data changed during the probe; run it again"
+        why = (
+            first.describe() if not first.ok else "the data changed during the probe; run it again"
+        )
         return Finding("unknown", why)
     cursor = first.body.get("next_cursor")
     if cursor is None:
-        return Finding("none", f"a full page of {start + 1} came with next_cursor null although "
-                               f"more records exist (request_id={first.request_id})")
-    form = "the last record's updated_at" if instant(str(cursor)) == page1[-1].instant else (
-        "a timestamp" if instant(str(cursor)) else "an opaque string")
+        return Finding(
+            "none",
+            f"a full page of {start + 1} came with next_cursor null although "
+            f"more records exist (request_id={first.request_id})",
+        )
+    form = (
+        "the last record's updated_at"
+        if instant(str(cursor)) == page1[-1].instant
+        else ("a timestamp" if instant(str(cursor)) else "an opaque string")
+    )
     second = prober.get(stream, stream.path, {**_params(size + 1), "cursor": cursor})
     if not second.ok:
         return Finding("unknown", f"cursor={cursor}: {second.describe()}")
     return _cursor_finding(page1, second, sample, start, size, form)
 
 
-def _cursor_finding(page1: list[Rec], second: Reply, sample: list[Rec], start: int, size: int,
-                    form: str) -> Finding:
+def _cursor_finding(
+    page1: list[Rec], second: Reply, sample: list[Rec], start: int, size: int, form: str
+) -> Finding:
     seen = {r.id for r in page1}
     rest = {r.id for r in sample[start : start + size]} - seen
     got = second.records
     rid = f"request_id={second.request_id}"
     if got and got[0].id in seen:
-        return Finding("inclusive", f"next_cursor is {form}; cursor repeated the page's last "
-                                    f"record (>=): naive cursor paging duplicates ({rid})")
+        return Finding(
+            "inclusive",
+            f"next_cursor is {form}; cursor repeated the page's last "
+            f"record (>=): naive cursor paging duplicates ({rid})",
+        )
     if rest and got and got[0].id in rest:
-        return Finding("continues", f"next_cursor is {form}; cursor continued inside a tie group "
-                                    f"of {size} without loss or repeat ({rid})")
+        return Finding(
+            "continues",
+            f"next_cursor is {form}; cursor continued inside a tie group "
+            f"of {size} without loss or repeat ({rid})",
+        )
     if rest:
         lost = len(rest - {r.id for r in got})
-        return Finding("exclusive", f"next_cursor is {form}; cursor skipped {lost} of the "
-                                    f"{size} records sharing the page's last instant (>): naive "
-                                    f"cursor paging loses them ({rid})")
-    return Finding("exclusive or continues",
-                   f"next_cursor is {form}; no tie group in the sample tells these apart ({rid})")
+        return Finding(
+            "exclusive",
+            f"next_cursor is {form}; cursor skipped {lost} of the "
+            f"{size} records sharing the page's last instant (>): naive "
+            f"cursor paging loses them ({rid})",
+        )
+    return Finding(
+        "exclusive or continues",
+        f"next_cursor is {form}; no tie group in the sample tells these apart ({rid})",
+    )
 
 
 def _params(limit: int, **more: t.Any) -> dict[str, t.Any]:
@@ -335,8 +378,10 @@ def quick_verdict(tap: Tap, stream: ApixxStream) -> str:
     limit = reply.headers.get("X-RateLimit-Limit")
     remaining = reply.headers.get("X-RateLimit-Remaining")
     rate = f"rate limit {limit} ({remaining} left)" if limit else "no rate-limit headers"
-    return (f"updated_since {mode}; updated_at {spelled or 'unparseable'}; {order}; {rate} "
-            f"({prober.sent} requests to '{stream.name}', {time.monotonic() - started:.2f} s)")
+    return (
+        f"updated_since {mode}; updated_at {spelled or 'unparseable'}; {order}; {rate} "
+        f"({prober.sent} requests to '{stream.name}', {time.monotonic() - started:.2f} s)"
+    )
 
 
 def log_server_semantics(tap: Tap) -> None:
@@ -347,8 +392,9 @@ def log_server_semantics(tap: Tap) -> None:
     """
     from tap_apixx.streams import CanonicalStream  # here: streams import what probes them
 
-    stream = next((s for s in tap.streams.values()
-                   if isinstance(s, CanonicalStream) and s.selected), None)
+    stream = next(
+        (s for s in tap.streams.values() if isinstance(s, CanonicalStream) and s.selected), None
+    )
     if stream is None:
         return
     try:

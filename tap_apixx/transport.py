@@ -66,7 +66,7 @@ class PacedSession(requests.Session):
             pacer.observe({})  # no longer in flight (other threads may wait on its answer)
             raise
         pacer.observe(response.headers)
-        self.stream.first_contact.answered(self.stream.url_base)
+        self.owner.first_contact.answered(self.owner.url_base)
         return response
 
 
@@ -74,7 +74,7 @@ class TransportStream(RESTStream[t.Any]):
     """A REST stream whose requests are paced, checked against ERROR_POLICY and retried."""
 
     required_scope = "data:read"
-    url_setting = "data_url"  # the setting that holds url_base, named in connection hints
+    url_setting: str  # the setting holding url_base (ApixxStream), named in connection hints
     allow_redirects = False  # a redirect could carry the bearer key to another host
     backoff_base_seconds = 1.0  # first retry waits about this long, then doubles
     backoff_max_seconds = 60.0
@@ -96,7 +96,7 @@ class TransportStream(RESTStream[t.Any]):
     @property
     def first_contact(self) -> FirstContact:
         """The hosts that answered in this run, shared by the tap's streams."""
-        return self._tap.__dict__.setdefault("_apixx_first_contact", FirstContact())  # type: ignore[no-any-return]
+        return self._tap.__dict__.setdefault("_apixx_first_contact", FirstContact())
 
     def redact(self, text: str) -> str:
         """Remove the API key from any text that may be shown or logged."""
@@ -167,8 +167,13 @@ class TransportStream(RESTStream[t.Any]):
         if problem and attempts is not None:  # never reached the host: a setting, not a blip
             if failures >= attempts:
                 raise ApiRequestError(f"{self.name}: {detail}") from None
-            self.logger.warning("%s: %s (retry %d in %.1f s)", self.name, problem.summary,
-                                failures, FIRST_CONTACT_WAIT_SECONDS)
+            self.logger.warning(
+                "%s: %s (retry %d in %.1f s)",
+                self.name,
+                problem.summary,
+                failures,
+                FIRST_CONTACT_WAIT_SECONDS,
+            )
             time.sleep(FIRST_CONTACT_WAIT_SECONDS)
             return
         if failures >= self.backoff_max_tries():
