@@ -54,7 +54,7 @@ demo: install plugins
 
 lint: install
 	$(VENV)/bin/ruff check tap_apixx apixx_emulator apixx_webhooks tests scripts
-	$(VENV)/bin/ruff format --check tap_apixx
+	$(VENV)/bin/ruff format --check tap_apixx apixx_webhooks
 	$(VENV)/bin/mypy
 
 # the Meltano plugin definition file, as Meltano Hub lists plugins, from `tap-apixx --about`

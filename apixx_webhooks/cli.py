@@ -57,8 +57,7 @@ def _build_trigger(args: argparse.Namespace, store: EventStore) -> SyncTrigger |
     for event in sorted(set(args.on) - KNOWN_EVENTS - {"*"}):
         log.warning("--on %s is not a documented APIXX event; it will only match if sent", event)
     try:
-        return SyncTrigger(args.run, args.on, debounce_seconds=args.debounce_seconds,
-                           pending=store)
+        return SyncTrigger(args.run, args.on, debounce_seconds=args.debounce_seconds, pending=store)
     except ValueError as exc:
         raise CliError(f"--run {args.run!r}: {exc}") from None
     except StoreError as exc:
@@ -87,8 +86,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         trigger = _build_trigger(args, store)
         config = ReceiverConfig(
-            secret=secret, store=store, max_body=args.max_body, trigger=trigger,
-            max_connections=args.max_connections, request_deadline=args.request_deadline,
+            secret=secret,
+            store=store,
+            max_body=args.max_body,
+            trigger=trigger,
+            max_connections=args.max_connections,
+            request_deadline=args.request_deadline,
         )
         server = _bind(args.host, args.port, config)
     except CliError:
@@ -98,8 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:  # from here on, SIGTERM (as KeyboardInterrupt) must land in this try
-        log.info("listening on %s (db %s, secret from $%s)", server.url, args.db,
-                 args.secret_env)
+        log.info("listening on %s (db %s, secret from $%s)", server.url, args.db, args.secret_env)
         if trigger:
             log.info("on %s: run %s", ", ".join(sorted(trigger.events)), " ".join(trigger.argv))
         server.serve_forever()
@@ -119,8 +121,12 @@ def _event_json(event: StoredEvent) -> dict:
     except ValueError:
         body = event.body.decode("utf-8", "replace")
     return {
-        "delivery_id": event.delivery_id, "event_id": event.event_id, "type": event.type,
-        "created_at": event.created_at, "received_at": event.received_at, "body": body,
+        "delivery_id": event.delivery_id,
+        "event_id": event.event_id,
+        "type": event.type,
+        "created_at": event.created_at,
+        "received_at": event.received_at,
+        "body": body,
     }
 
 
@@ -128,7 +134,9 @@ def _print_table(events: list[StoredEvent]) -> None:
     rows = [TABLE_COLUMNS] + [tuple(str(getattr(e, c)) for c in TABLE_COLUMNS) for e in events]
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     if not events:
         print("(no matching events)")
 
@@ -198,55 +206,102 @@ class _HelpWithDefaults(argparse.HelpFormatter):
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
-        "serve", help="receive, verify and store webhook deliveries",
+        "serve",
+        help="receive, verify and store webhook deliveries",
         description="Receive APIXX webhook deliveries: verify the signature, store each "
         "delivery once in SQLite, answer 200, and optionally run a sync command.",
         formatter_class=_HelpWithDefaults,
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one")
-    serve.add_argument("--secret-env", default=DEFAULT_SECRET_ENV, metavar="NAME",
-                       help="name of the environment variable holding the signing secret")
-    serve.add_argument("--db", default=DEFAULT_DB_PATH, metavar="PATH", help="SQLite file for stored events")
-    serve.add_argument("--max-body", type=_positive_int, default=DEFAULT_MAX_BODY,
-                       metavar="BYTES", help="larger deliveries get 413")
-    serve.add_argument("--max-connections", type=_positive_int,
-                       default=DEFAULT_MAX_CONNECTIONS, metavar="N",
-                       help="deliveries handled at once; more get 503 and are retried")
-    serve.add_argument("--request-deadline", type=_positive_float,
-                       default=DEFAULT_REQUEST_DEADLINE, metavar="SECONDS",
-                       help="time for a whole request to arrive; slower clients get cut off")
-    serve.add_argument("--on", action="append", default=[], metavar="EVENT",
-                       help="event type that triggers --run (repeatable; '*' for any)")
-    serve.add_argument("--run", metavar="COMMAND",
-                       help="sync command, split like a shell command, run without a shell")
-    serve.add_argument("--debounce-seconds", type=_non_negative_float,
-                       default=DEFAULT_DEBOUNCE_SECONDS, metavar="SECONDS",
-                       help="quiet time after the last matching event before the sync starts")
+    serve.add_argument(
+        "--secret-env",
+        default=DEFAULT_SECRET_ENV,
+        metavar="NAME",
+        help="name of the environment variable holding the signing secret",
+    )
+    serve.add_argument(
+        "--db", default=DEFAULT_DB_PATH, metavar="PATH", help="SQLite file for stored events"
+    )
+    serve.add_argument(
+        "--max-body",
+        type=_positive_int,
+        default=DEFAULT_MAX_BODY,
+        metavar="BYTES",
+        help="larger deliveries get 413",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="deliveries handled at once; more get 503 and are retried",
+    )
+    serve.add_argument(
+        "--request-deadline",
+        type=_positive_float,
+        default=DEFAULT_REQUEST_DEADLINE,
+        metavar="SECONDS",
+        help="time for a whole request to arrive; slower clients get cut off",
+    )
+    serve.add_argument(
+        "--on",
+        action="append",
+        default=[],
+        metavar="EVENT",
+        help="event type that triggers --run (repeatable; '*' for any)",
+    )
+    serve.add_argument(
+        "--run",
+        metavar="COMMAND",
+        help="sync command, split like a shell command, run without a shell",
+    )
+    serve.add_argument(
+        "--debounce-seconds",
+        type=_non_negative_float,
+        default=DEFAULT_DEBOUNCE_SECONDS,
+        metavar="SECONDS",
+        help="quiet time after the last matching event before the sync starts",
+    )
     serve.set_defaults(func=cmd_serve)
 
 
 def _add_events(sub: argparse._SubParsersAction) -> None:
-    events = sub.add_parser("events", help="list stored events",
-                            description="List stored webhook events, oldest first.",
-                            formatter_class=_HelpWithDefaults)
-    events.add_argument("--db", default=DEFAULT_DB_PATH, metavar="PATH", help="SQLite file of stored events")
+    events = sub.add_parser(
+        "events",
+        help="list stored events",
+        description="List stored webhook events, oldest first.",
+        formatter_class=_HelpWithDefaults,
+    )
+    events.add_argument(
+        "--db", default=DEFAULT_DB_PATH, metavar="PATH", help="SQLite file of stored events"
+    )
     events.add_argument("--type", help="only this event type")
     events.add_argument("--since", help="only events received at or after this ISO time")
-    events.add_argument("--limit", type=_positive_int, default=100,
-                        help="the most recent N (listed oldest first)")
-    events.add_argument("--format", choices=("table", "json"), default="table",
-                        help="json includes the parsed body")
+    events.add_argument(
+        "--limit", type=_positive_int, default=100, help="the most recent N (listed oldest first)"
+    )
+    events.add_argument(
+        "--format", choices=("table", "json"), default="table", help="json includes the parsed body"
+    )
     events.set_defaults(func=cmd_events)
 
 
 def _add_sign(sub: argparse._SubParsersAction) -> None:
-    signer = sub.add_parser("sign", help="print an X-Apixx-Signature header for a body",
-                            description="Print an X-Apixx-Signature header value for a body, "
-                            "to test a receiver by hand.", formatter_class=_HelpWithDefaults)
+    signer = sub.add_parser(
+        "sign",
+        help="print an X-Apixx-Signature header for a body",
+        description="Print an X-Apixx-Signature header value for a body, "
+        "to test a receiver by hand.",
+        formatter_class=_HelpWithDefaults,
+    )
     signer.add_argument("file", nargs="?", default="-", help="body file (default: stdin)")
-    signer.add_argument("--secret-env", default=DEFAULT_SECRET_ENV, metavar="NAME",
-                        help="name of the environment variable holding the signing secret")
+    signer.add_argument(
+        "--secret-env",
+        default=DEFAULT_SECRET_ENV,
+        metavar="NAME",
+        help="name of the environment variable holding the signing secret",
+    )
     signer.add_argument("--t", type=int, default=None, help="unix seconds (default: now)")
     signer.set_defaults(func=cmd_sign)
 
@@ -262,8 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args)
     except CliError as exc:

@@ -77,8 +77,10 @@ def _json_object(body: bytes) -> dict:
 
 def _busy_response() -> bytes:
     body = json.dumps(RequestRejected(503, "busy", "too many deliveries at once; retry").body())
-    head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n")
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return (head + body).encode()
 
 
@@ -112,7 +114,8 @@ def parse_delivery(headers: Message, body: bytes) -> StoredEvent:
     body_type, event_id = payload.get("type"), payload.get("id")
     if body_type != event_type:
         raise RequestRejected(
-            400, "invalid_request",
+            400,
+            "invalid_request",
             f"X-Apixx-Event {event_type!r} disagrees with body type {body_type!r}",
         )
     if not isinstance(event_id, str) or not event_id:
@@ -159,8 +162,12 @@ class WebhookHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         config = self.server.config
         try:
-            verify(config.secret, self.headers.get("X-Apixx-Signature"), body,
-                   tolerance=config.tolerance)
+            verify(
+                config.secret,
+                self.headers.get("X-Apixx-Signature"),
+                body,
+                tolerance=config.tolerance,
+            )
         except SignatureError as exc:
             raise RequestRejected(401, "unauthorized", f"signature {exc.reason}: {exc}") from None
         event = parse_delivery(self.headers, body)
@@ -172,8 +179,13 @@ class WebhookHandler(BaseHTTPRequestHandler):
         except StoreError as exc:
             log.error("%s", exc)
             raise RequestRejected(503, "internal_error", "event could not be stored") from None
-        log.info("%s delivery %s (%s, event %s)", "stored" if stored else "duplicate",
-                 event.delivery_id, event.type, event.event_id)
+        log.info(
+            "%s delivery %s (%s, event %s)",
+            "stored" if stored else "duplicate",
+            event.delivery_id,
+            event.type,
+            event.event_id,
+        )
         if stored and wants_sync and trigger is not None:
             trigger.notify(event.type)
         return 200, {"stored": stored, "delivery_id": event.delivery_id}
@@ -189,13 +201,15 @@ class WebhookHandler(BaseHTTPRequestHandler):
         length = int(raw_length)
         if length > self.server.config.max_body:
             # decided from the header alone: an oversized body is never read into memory
-            raise RequestRejected(413, "payload_too_large",
-                                  f"body over {self.server.config.max_body} bytes")
+            raise RequestRejected(
+                413, "payload_too_large", f"body over {self.server.config.max_body} bytes"
+            )
         try:
             body = self.rfile.read(length)  # length <= max_body, so reading is capped
         except TimeoutError:
             raise RequestRejected(
-                408, "request_timeout",
+                408,
+                "request_timeout",
                 f"request not received within {self.server.config.request_deadline:g}s",
             ) from None
         except OSError:
@@ -263,8 +277,10 @@ class WebhookServer(ThreadingHTTPServer):
         now = time.monotonic()
         if now - self._busy_logged_at >= BUSY_LOG_INTERVAL:
             self._busy_logged_at = now
-            log.warning("busy: %d deliveries in progress, answering 503 to new ones",
-                        self.config.max_connections)
+            log.warning(
+                "busy: %d deliveries in progress, answering 503 to new ones",
+                self.config.max_connections,
+            )
         try:
             request.setblocking(False)
             try:
@@ -278,7 +294,7 @@ class WebhookServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = str(self.server_address[0]), self.server_address[1]  # AF_INET(6): a str
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
@@ -289,7 +305,9 @@ def serve_in_background(
     """Run a receiver on a thread (port 0: a free port) for tests and end-to-end checks."""
     server = WebhookServer((host, port), config)
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="webhooks-http",
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="webhooks-http",
         daemon=True,
     )  # a short poll keeps shutdown quick for tests
     thread.start()

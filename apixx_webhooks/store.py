@@ -108,8 +108,14 @@ class EventStore:
         With ``request_sync``, a newly stored event also records a pending sync, in the same
         transaction: once this returns, neither the event nor its sync can be lost.
         """
-        row = (event.delivery_id, event.event_id, event.type, event.created_at,
-               event.received_at, event.body)
+        row = (
+            event.delivery_id,
+            event.event_id,
+            event.type,
+            event.created_at,
+            event.received_at,
+            event.body,
+        )
         try:
             with self._lock, self._transaction():
                 cursor = self._conn.execute(
@@ -176,7 +182,7 @@ class EventStore:
                 rows = self._conn.execute(sql, [*params, limit]).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read webhook database {self.path}: {exc}") from None
-        return [StoredEvent(*row[:5], bytes(row[5])) for row in rows]
+        return [StoredEvent(row[0], row[1], row[2], row[3], row[4], bytes(row[5])) for row in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -15,10 +15,16 @@ from apixx_webhooks.store import StoreError
 
 log = logging.getLogger("apixx_webhooks.sync")
 
-KNOWN_EVENTS = frozenset({
-    "run.started", "run.succeeded", "run.partial", "run.failed",
-    "connector.degraded", "flow.paused",
-})
+KNOWN_EVENTS = frozenset(
+    {
+        "run.started",
+        "run.succeeded",
+        "run.partial",
+        "run.failed",
+        "connector.degraded",
+        "flow.paused",
+    }
+)
 Runner = Callable[[Sequence[str]], int]
 DEFAULT_DEBOUNCE_SECONDS = 2.0  # a burst of run events usually lands within a second
 COMMAND_NOT_RUNNABLE = 127  # the shell's convention for "command not found"
