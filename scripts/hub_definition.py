@@ -34,6 +34,11 @@ PLUGIN = {
     "executable": "tap-apixx",
     "maintenance_status": "active",
     "keywords": ["api", "meltano_sdk"],
+    # `meltano invoke tap-apixx:check`: the plugin's settings reach it as TAP_APIXX_* variables
+    "commands": {"check": {
+        "executable": "tap-apixx-check",
+        "description": "Check the key, both APIs and the data API's paging semantics "
+        "(at most 30 requests)"}},
 }
 SCALAR_KINDS = {"integer": "integer", "number": "decimal", "boolean": "boolean",
                 "array": "array", "object": "object"}
