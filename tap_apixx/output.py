@@ -156,6 +156,26 @@ class PageOutput(OwnBookmark):
     def advance_bookmark(self, record: dict, state: dict) -> None:
         """Nothing per record: `commit_page` moves the bookmark once the page is written."""
 
+    def _increment_stream_state(
+        self, latest_record: dict, *, context: Context | None = None
+    ) -> None:
+        """Nothing per record (not even the state lookup): `commit_page` moves the bookmark."""
+
+    def _process_record(
+        self,
+        record: dict,
+        child_context: Context | None = None,
+        partition_context: Context | None = None,
+    ) -> None:
+        """Skip the SDK's per-record step when it would do nothing.
+
+        It copies partition keys into the record and syncs child streams for it (a child
+        context, a `copy.copy` and a `_sync_children` call per record). A stream without
+        child streams or partition keys gets nothing from it.
+        """
+        if self.child_streams or partition_context:
+            super()._process_record(record, child_context, partition_context)
+
     def commit_page(self, bookmark: dict[str, t.Any]) -> None:
         """Write the page's records, then move the bookmark and write STATE, as one step.
 

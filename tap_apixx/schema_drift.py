@@ -1,12 +1,40 @@
-"""Schema drift: fields the schema does not know are dropped, wrong types passed on, each warned once."""
+"""Schema guarantee: every record the tap emits is valid against the SCHEMA it sent.
+
+One rule for a value the schema does not allow (see docs/schema.md):
+
+- coerced when that loses nothing: an integer sent as "12" or 12.0 becomes 12, a number sent
+  as "12.5" becomes 12.5, a string field sent as a number or boolean becomes its JSON text
+  (12345 -> "12345"); a warning once per stream and field says so;
+- otherwise (e.g. "1234.50" for an integer, a malformed date-time, an object where a string
+  belongs) the value becomes null, with a warning naming the stream, the field and the
+  record's id; with `type_errors: fail` the sync stops instead, on one clear line;
+- a field that may not be null (canonical_id, updated_at, ...) and cannot be coerced always
+  stops the sync: nulling it would emit an invalid record.
+
+Fields the schema does not know are dropped (warned once). The check runs per page and per
+field with C-level iteration (`map`, `itemgetter`); only a field with a bad value on that page
+is looked at record by record.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 import typing as t
-from functools import cached_property
+from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
+
+import orjson
+
+from tap_apixx.errors import TapApixxError
 
 if t.TYPE_CHECKING:
     import logging
+
+TYPE_ERRORS = ("coerce", "fail")  # the values of the `type_errors` setting
+DEFAULT_TYPE_ERRORS = "coerce"
+MAX_NULLED_WARNINGS = 5  # per stream and field; the stream's summary counts the rest
 
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -17,15 +45,103 @@ JSON_TYPES: dict[str, tuple[type, ...]] = {
     "array": (list,),
     "null": (type(None),),
 }
+DATE = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+# what jsonschema's format checker accepts, as regular expressions: a match costs ~0.2 µs
+FORMATS: dict[str, re.Pattern[str]] = {
+    "date-time": re.compile(
+        DATE
+        + r"[Tt]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)\Z",
+        re.ASCII,
+    ),
+    "date": re.compile(DATE + r"\Z", re.ASCII),
+    "uuid": re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\Z", re.ASCII),
+}
+INTEGER_TEXT = re.compile(r"[+-]?\d{1,18}\Z", re.ASCII)
+NUMBER_TEXT = re.compile(r"[+-]?\d{1,15}(\.\d{1,15})?\Z", re.ASCII)  # exact as a double
+NULL = object()  # "this value cannot be coerced"
+
+
+class SchemaViolationError(TapApixxError):
+    """A value that can be neither coerced nor nulled (or `type_errors: fail`)."""
+
+
+class _Missing:
+    """An absent field: valid (no property is required), so its type is always allowed."""
+
+
+MISSING = _Missing()
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """What one property allows: exact Python types, a string format, typed object values."""
+
+    name: str
+    kinds: tuple[str, ...]  # its JSON types, in the schema's order
+    types: frozenset[type]  # exact types of valid values (orjson builds only these)
+    pattern: re.Pattern[str] | None  # the format a string must match
+    values: FieldRule | None  # the rule of an object's values (additionalProperties)
+
+    @property
+    def nullable(self) -> bool:
+        return "null" in self.kinds
+
+    def valid(self, value: t.Any) -> bool:
+        if type(value) not in self.types:
+            return False
+        if type(value) is str and self.pattern is not None:
+            return self.pattern.match(value) is not None
+        if type(value) is dict and self.values is not None:
+            return all(map(self.values.valid, value.values()))
+        return True
+
+    def coerce(self, value: t.Any) -> t.Any:
+        """The value, made valid without loss, or NULL when that cannot be done."""
+        if type(value) is dict and self.values is not None and "object" in self.kinds:
+            rule = self.values
+            fixed = {k: v if rule.valid(v) else rule.coerce(v) for k, v in value.items()}
+            if NULL in fixed.values():
+                return NULL
+            return fixed
+        for kind in self.kinds:
+            new = _coerce_to(kind, value)
+            if new is not NULL and self.valid(new):
+                return new
+        return NULL
+
+
+def _coerce_to(kind: str, value: t.Any) -> t.Any:
+    if kind == "integer":
+        if type(value) is str and INTEGER_TEXT.match(value.strip()):
+            return int(value)
+        if type(value) is float and math.isfinite(value) and value.is_integer():
+            return int(value)
+    elif kind == "number":
+        if type(value) is str and NUMBER_TEXT.match(value.strip()):
+            text = value.strip()
+            return int(text) if INTEGER_TEXT.match(text) else float(text)
+    elif kind == "string" and type(value) in (int, float, bool):
+        return orjson.dumps(value).decode()  # the JSON text the API sent
+    return NULL
+
+
+def rule_for(name: str, prop: dict[str, t.Any]) -> FieldRule | None:
+    """The rule of a property, or None when it allows any value (nothing to check)."""
+    kinds = _types_of(prop)
+    if not kinds:
+        return None
+    types = {kind for js in kinds for kind in JSON_TYPES[js]}
+    types.add(_Missing)
+    pattern = FORMATS.get(prop.get("format", "")) if "string" in kinds else None
+    extra = prop.get("additionalProperties")
+    values = rule_for(name, extra) if isinstance(extra, dict) and "object" in kinds else None
+    if "object" in kinds and prop.get("properties"):
+        return None  # nested properties: not in the canonical schemas; left to the SDK
+    return FieldRule(name, tuple(kinds), frozenset(types), pattern, values)
 
 
 class SchemaDrift:
-    """Checks a page of records against a stream's schema and the catalog's selection.
-
-    A field the schema does not know never breaks a sync: it is warned about once, then
-    dropped. A value of a type the schema does not allow is passed on unchanged (nothing is
-    lost; the loader decides), with one warning per stream and field.
-    """
+    """Makes a page of records valid against the stream's schema, in place (the rule above)."""
 
     def __init__(
         self,
@@ -33,45 +149,136 @@ class SchemaDrift:
         properties: dict[str, t.Any],
         selected: frozenset[str],
         logger: logging.Logger,
+        type_errors: str = DEFAULT_TYPE_ERRORS,
     ) -> None:
         self.stream, self.properties, self.logger = stream, properties, logger
         self.selected = selected
         self.known = frozenset(properties)
+        self.fail = type_errors == "fail"
+        rules = {
+            name: rule_for(name, prop) for name, prop in properties.items() if name in selected
+        }
+        self.rules = {name: rule for name, rule in rules.items() if rule is not None}
+        # fields with the same rule (all nullable integers, ...) are checked in one pass
+        shapes: dict[tuple, list[str]] = {}
+        for name, rule in self.rules.items():
+            shapes.setdefault((rule.kinds, rule.types, rule.pattern, rule.values), []).append(name)
+        self.groups = [(self.rules[names[0]], tuple(names)) for names in shapes.values()]
         self._warned: set[tuple[str, str]] = set()
+        self.nulled: dict[str, int] = {}  # field -> values nulled (for the summary)
+        self.coerced: dict[str, int] = {}
 
-    @cached_property
-    def exact_types(self) -> dict[str, frozenset[type]]:
-        """Each property's Python types as exact types (what orjson produces), for a cheap check."""
-        exact = {}
-        for name, prop in self.properties.items():
-            types = {kind for js in _types_of(prop) for kind in JSON_TYPES.get(js, ())}
-            if int in types:
-                types.add(bool)  # as isinstance(True, int) holds
-            if types:
-                exact[name] = frozenset(types)
-        return exact
+    def check(self, records: list[dict], request_id: str | None = None) -> None:
+        """Drop unselected fields, then make every value valid (in place); may raise."""
+        if not all(map(self.selected.issuperset, records)):  # the usual case: one C loop
+            self._drop_unselected(records)
+        if not records:
+            return
+        for rule, names in self.groups:
+            if not self._page_valid(rule, names, records):
+                for name in names:
+                    one = self.rules[name]
+                    if not self._page_valid(one, (name,), records):
+                        self._fix(one, records, request_id)
 
-    def check(self, records: list[dict]) -> None:
-        """Warn about wrong types, then drop the fields that are not selected (in place)."""
-        selected, types = self.selected, self.exact_types
+    def _drop_unselected(self, records: list[dict]) -> None:
+        selected = self.selected
         for record in records:
-            for name, value in record.items():
-                allowed = types.get(name)
-                if allowed is not None and type(value) not in allowed:
-                    self._warn_wrong_type(name, value)
-            if record.keys() <= selected:
-                continue
             for name in record.keys() - selected:
                 del record[name]
                 if name not in self.known:  # a deselected field sent anyway goes silently
                     self._warn_new_field(name)
 
-    def _warn_wrong_type(self, name: str, value: t.Any) -> None:
-        message = (
-            "Stream '%s': the API sent field '%s' as %s, not the type the schema says; "
-            "passing it on unchanged."
+    @staticmethod
+    def _page_valid(rule: FieldRule, names: tuple[str, ...], records: list[dict]) -> bool:
+        """Fields sharing one rule, over a whole page, in C loops; False means: look closer."""
+        try:
+            if len(names) == 1:
+                values = list(map(itemgetter(names[0]), records))
+            else:  # itemgetter of several names: a tuple per record, flattened
+                values = list(chain.from_iterable(map(itemgetter(*names), records)))
+        except KeyError:  # some record lacks a field (allowed): check it the slow way
+            return all(rule.valid(r.get(n, MISSING)) for n in names for r in records)
+        kinds = set(map(type, values))
+        if not kinds <= rule.types:
+            return False
+        if rule.pattern is not None and str in kinds:
+            strings = values if len(kinds) == 1 else [v for v in values if type(v) is str]
+            if not all(map(rule.pattern.match, strings)):
+                return False
+        inner = rule.values
+        if inner is not None and dict in kinds:
+            dicts = values if len(kinds) == 1 else [v for v in values if type(v) is dict]
+            nested = list(chain.from_iterable(map(dict.values, dicts)))
+            nested_kinds = set(map(type, nested))
+            if not nested_kinds <= inner.types:
+                return False
+            if inner.pattern is not None or inner.values is not None:
+                return all(map(inner.valid, nested))
+        return True
+
+    def _fix(self, rule: FieldRule, records: list[dict], request_id: str | None) -> None:
+        name = rule.name
+        for record in records:
+            value = record.get(name, MISSING)
+            if rule.valid(value):
+                continue
+            new = rule.coerce(value)
+            if new is not NULL:
+                record[name] = new
+                self.coerced[name] = self.coerced.get(name, 0) + 1
+                self._warn_coerced(name, value, new)
+                continue
+            if self.fail or not rule.nullable:
+                self._raise(rule, record, value, request_id)
+            record[name] = None
+            self.nulled[name] = self.nulled.get(name, 0) + 1
+            if self.nulled[name] <= MAX_NULLED_WARNINGS:
+                self.logger.warning(
+                    "Stream '%s', record %s: field '%s' was sent as %s, which the schema does "
+                    "not allow and which cannot be converted without loss; loading null instead "
+                    "(request_id=%s).",
+                    self.stream,
+                    _id_of(record),
+                    name,
+                    _show(value),
+                    request_id,
+                )
+
+    def summary(self) -> None:
+        """One line per field nulled more often than it was warned about."""
+        for name, count in sorted(self.nulled.items()):
+            if count > MAX_NULLED_WARNINGS:
+                self.logger.warning(
+                    "Stream '%s': field '%s' was nulled in %d records (wrong type; the first %d "
+                    "are named above).",
+                    self.stream,
+                    name,
+                    count,
+                    MAX_NULLED_WARNINGS,
+                )
+
+    def _raise(
+        self, rule: FieldRule, record: dict, value: t.Any, request_id: str | None
+    ) -> t.NoReturn:
+        why = (
+            "type_errors is 'fail'"
+            if self.fail
+            else f"'{rule.name}' may not be null, so it can be neither loaded nor nulled"
         )
-        self._warn_once("type", name, message, type(value).__name__)
+        msg = (
+            f"{self.stream}: record {_id_of(record)} has field '{rule.name}' = {_show(value)}, "
+            f"not the {' or '.join(rule.kinds)} the schema says, and not convertible without "
+            f"loss (request_id={request_id}); stopping ({why})."
+        )
+        raise SchemaViolationError(msg)
+
+    def _warn_coerced(self, name: str, value: t.Any, new: t.Any) -> None:
+        message = (
+            "Stream '%s': the API sent field '%s' as %s (e.g. %s); converting it without loss "
+            "to %s, the type the schema says."
+        )
+        self._warn_once("type", name, message, type(value).__name__, _show(value), _show(new))
 
     def _warn_new_field(self, name: str) -> None:
         message = (
@@ -85,6 +292,16 @@ class SchemaDrift:
         if (kind, name) not in self._warned:
             self._warned.add((kind, name))
             self.logger.warning(message, self.stream, name, *args)
+
+
+def _id_of(record: dict) -> str:
+    return str(record.get("canonical_id", "(no id)"))
+
+
+def _show(value: t.Any) -> str:
+    """A short, safe rendering of a value for a log line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _types_of(prop: dict) -> list[str]:

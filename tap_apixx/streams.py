@@ -19,7 +19,7 @@ from tap_apixx.errors import ApiRequestError
 from tap_apixx.output import PageOutput
 from tap_apixx.pagination import MAX_PAGE_SIZE, Page, SeenAt, TieSafePaginator, parse_stamp
 from tap_apixx.progress import SyncProgress
-from tap_apixx.schema_drift import SchemaDrift
+from tap_apixx.schema_drift import DEFAULT_TYPE_ERRORS, SchemaDrift
 from tap_apixx.settings import DEFAULT_LOOKBACK_MINUTES
 from tap_apixx.transport import PAYLOAD_ATTR, response_body
 
@@ -66,8 +66,9 @@ class CanonicalStream(PageOutput, ApixxStream):
     replication_key = "updated_at"
     is_sorted = True  # the API returns ascending updated_at; the paginator verifies it
     check_sorted = False  # lookback re-reads records older than the bookmark on purpose
-    # Records arrive as plain JSON (orjson); unknown fields are dropped and warned about once
-    # (SchemaDrift), so the SDK's per-record recursive conformance would only cost time.
+    # Records arrive as plain JSON (orjson); SchemaDrift makes each page valid against the
+    # schema (unknown fields dropped, wrong types coerced or nulled), so the SDK's per-record
+    # recursive conformance would only cost time.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     STATE_MSG_FREQUENCY = 10**9  # STATE is written after every page instead (_checkpoint)
 
@@ -88,7 +89,8 @@ class CanonicalStream(PageOutput, ApixxStream):
     @cached_property
     def drift(self) -> SchemaDrift:
         props = self.schema["properties"]
-        return SchemaDrift(self.name, props, self.selected_fields, self.logger)
+        type_errors = self.config.get("type_errors", DEFAULT_TYPE_ERRORS)
+        return SchemaDrift(self.name, props, self.selected_fields, self.logger, type_errors)
 
     def validate_response(self, response: requests.Response) -> None:
         """A 200 must carry a `data` list; one without it is treated like a truncated body."""
@@ -160,11 +162,12 @@ class CanonicalStream(PageOutput, ApixxStream):
             page = Page(records, cursor, request_id(response))
             fresh = paginator.take(page)
             paginator.advance(page)  # type: ignore[arg-type]  # may refuse a giant tie group
-            self.drift.check(fresh)
+            self.drift.check(fresh, page.request_id)
             self.counts["records"] += len(fresh)
             yield from fresh
             self._checkpoint(paginator)
             progress.tick(paginator.last_ts, records[0].get("updated_at") if records else None)
+        self.drift.summary()
         progress.summary(paginator.costs.describe())
 
 

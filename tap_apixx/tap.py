@@ -15,6 +15,7 @@ from tap_apixx.pacing import RatePacer
 from tap_apixx.pagination import MAX_PAGE_SIZE
 from tap_apixx.parallel import DEFAULT_MAX_PARALLEL_STREAMS, ParallelSync
 from tap_apixx.probe import log_server_semantics
+from tap_apixx.schema_drift import DEFAULT_TYPE_ERRORS, TYPE_ERRORS
 from tap_apixx.settings import (
     DEFAULT_API_URL,
     DEFAULT_DATA_URL,
@@ -130,6 +131,15 @@ class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
             description="Start each sync with two small requests to the data API and log in "
             "one line how it pages (updated_since inclusive or exclusive, timestamp form, "
             "rate limit). false skips them. tap-apixx-check measures all of it.",
+        ),
+        th.Property(
+            "type_errors",
+            th.StringType(allowed_values=list(TYPE_ERRORS)),
+            default=DEFAULT_TYPE_ERRORS,
+            title="Type errors",
+            description="A value of a type the schema does not allow: 'coerce' converts it when "
+            'that loses nothing ("12" -> 12), else loads null with a warning naming the '
+            "stream, field and id; 'fail' stops the sync instead of loading null.",
         ),
         th.Property(
             "user_agent",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 import time
 import typing as t
+from urllib.parse import urlsplit
 
 import orjson
 import requests
+from requests.utils import resolve_proxies
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import RetriableAPIError
 
@@ -55,8 +57,23 @@ class PacedSession(requests.Session):
     def __init__(self, owner: TransportStream) -> None:
         super().__init__()
         self.owner = owner  # not `stream`: requests.Session.stream is its body-streaming flag
+        self._proxies: dict[tuple[str, str], dict[str, str]] = {}
+
+    def proxies_for(self, request: requests.PreparedRequest) -> dict[str, str]:
+        """The proxies for the request's scheme and host, from HTTPS_PROXY/NO_PROXY & co.
+
+        Resolved once per host and session, as requests would on every request.
+        """
+        scheme, netloc = urlsplit(request.url or "")[:2]
+        found = self._proxies.get((scheme, netloc))
+        if found is None:
+            found = resolve_proxies(request, dict(self.proxies), self.trust_env)
+            self._proxies[(scheme, netloc)] = found
+        return found
 
     def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
+        if "proxies" not in kwargs:  # requests would look in the environment on every call
+            kwargs["proxies"] = self.proxies_for(request)
         pacer = self.owner.pacer
         pacer.acquire()
         self.owner.counts["requests"] += 1

@@ -127,19 +127,32 @@ def test_a_next_cursor_that_repeats_changes_nothing(emu):
     BEHAVIOUR["repeat_cursor"] = "ignored (paging is on updated_since): nothing lost, no loop"
 
 
-def test_a_value_of_the_wrong_type_is_passed_on_and_warned_once(emu, caplog):
-    plan(emu, "wrong_type", skip=SKIP, count=3)
+def test_a_value_of_the_wrong_type_is_nulled_with_a_warning_naming_stream_field_and_id(emu, caplog):
+    plan(emu, "wrong_type", skip=SKIP, count=3)  # an integer field sent as "1234.50"
     with caplog.at_level(logging.WARNING):
         result = run_tap(config_for(emu, page_size=PAGE, semantics_probe=False), streams=[ENTITY])
-    assert latest(result.records(ENTITY)) == truth(emu, ENTITY)
-    odd = [r for r in result.records(ENTITY) if isinstance(r.get("order_number"), int)
-           or any(isinstance(v, str) and v.endswith(".50") for k, v in r.items()
-                  if k.endswith("_cents"))]
-    assert len(odd) == 3  # the three spoiled values reached the output unchanged
-    warnings = [r.getMessage() for r in caplog.records if "not the type the schema says" in
-                r.getMessage()]
-    assert len(warnings) == 1 and f"Stream '{ENTITY}'" in warnings[0]
-    BEHAVIOUR["wrong_type"] = "passed on unchanged, one warning per stream and field"
+    records = result.records(ENTITY)
+    assert latest(records) == truth(emu, ENTITY)  # no record lost
+    warnings = [r.getMessage() for r in caplog.records if "loading null instead" in r.getMessage()]
+    assert len(warnings) == 3
+    by_id = {r["canonical_id"]: r for r in records}
+    api = {r["canonical_id"]: r for r in emu.ground_truth(ENTITY)}
+    for line in warnings:
+        assert line.startswith(f"Stream '{ENTITY}', record ") and "request_id=req_" in line
+        cid, field = line.split("record ", 1)[1].split(":")[0], line.split("field '")[1].split("'")[0]
+        assert by_id[cid][field] is None and isinstance(api[cid][field], int)  # nulled, not passed on
+    assert all(not (isinstance(v, str) and v.endswith(".50")) for r in records for v in r.values())
+    BEHAVIOUR["wrong_type"] = "nulled (not convertible without loss), one warning naming stream, field and id"
+
+
+def test_a_value_of_the_wrong_type_stops_the_sync_with_type_errors_fail(emu, tmp_path):
+    plan(emu, "wrong_type", skip=SKIP, count=1)
+    proc = run_cli_scanned(tap_argv(tmp_path, config_for(emu, page_size=PAGE, type_errors="fail", semantics_probe=False), [ENTITY]))
+    lines = error_lines(proc.stderr)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"tap-apixx: error: {ENTITY}: record ")
+    assert "'1234.50'" in lines[0]  # the value, shown as sent
+    assert "type_errors is 'fail'" in lines[0] and "request_id=req_" in lines[0]
 
 
 def test_zz_record_the_behaviour_table():

@@ -154,3 +154,52 @@ def test_transport_seam_sdk_requests_go_through_requests_session(monkeypatch) ->
     assert stream.counts["requests"] == 1
     assert sent[0]["allow_redirects"] is False  # the SDK passes the stream's redirect policy
     assert stream.requests_session.stream is False  # requests' own flag: bodies read whole
+
+
+def test_output_seam_process_record_only_adds_partition_keys_and_syncs_children() -> None:
+    """PageOutput skips `_process_record` for a stream without child streams or partition keys:
+    the SDK's method must do nothing else (fill partition keys, sync children per record), and
+    the record loop must pass it the partition context by keyword."""
+    assert set(calls_in(Stream._process_record)) <= {
+        "items", "generate_child_contexts", "get_filter_result", "_sync_children", "copy"}
+    assert params(Stream._process_record)[1:] == [
+        ("record", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("child_context", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("partition_context", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    source = inspect.getsource(Stream._sync_records)
+    assert "partition_context=state_partition_context" in source
+    assert "for child_stream in self.child_streams" in inspect.getsource(Stream._sync_children)
+    tap = TapApixx(config=CONFIG)
+    for stream in tap.streams.values():
+        assert not stream.child_streams and not stream.partitions  # so nothing is skipped wrongly
+    order = tap.streams["order"]
+    record = {"canonical_id": "ord_1"}
+    Stream._process_record(order, record, None, None)  # the SDK's: no effect on such a stream
+    assert record == {"canonical_id": "ord_1"}
+    order._process_record(record, None, {"tenant": "t1"})  # with partition keys: the SDK's way
+    assert record == {"canonical_id": "ord_1", "tenant": "t1"}
+
+
+def test_transport_seam_proxies_resolved_once_per_host_from_the_environment(monkeypatch) -> None:
+    """requests resolves proxies from the environment on each `Session.send` unless given them;
+    PacedSession gives them, resolved once per host, still honouring HTTPS_PROXY and NO_PROXY."""
+    assert "resolve_proxies" in calls_in(requests.Session.send)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "direct.example")
+    for name in ("https_proxy", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    calls: list[str] = []
+    real = __import__("tap_apixx.transport", fromlist=["resolve_proxies"]).resolve_proxies
+    monkeypatch.setattr("tap_apixx.transport.resolve_proxies",
+                        lambda req, *a: calls.append(req.url) or real(req, *a))
+    seen: list[dict] = []
+    answer = requests.Response()
+    answer.status_code = 200
+    monkeypatch.setattr(requests.Session, "send", lambda self, request, **kw: seen.append(kw) or answer)
+    tap = TapApixx(config={**CONFIG, "max_parallel_streams": 1})
+    tap.__dict__["pacer"] = FakePacer()
+    session = tap.streams["order"].requests_session
+    for url in ("https://api.example/a", "https://api.example/b?x=1", "https://direct.example/c"):
+        session.send(requests.Request("GET", url).prepare())
+    assert [kw["proxies"].get("https") for kw in seen] == ["http://proxy.invalid:3128"] * 2 + [None]
+    assert calls == ["https://api.example/a", "https://direct.example/c"]  # once per host
