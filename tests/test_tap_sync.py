@@ -205,10 +205,11 @@ def test_new_fields_never_break_a_sync_and_warn_once(emulator_factory, caplog) -
 STATE_FIXTURE = Path(__file__).parent / "fixtures" / "state_b652a2c.json"
 
 
-def test_state_written_before_the_paging_change_resumes_exactly(emulator_factory) -> None:
+@pytest.mark.parametrize("since_mode", ["inclusive", "exclusive"])
+def test_state_written_before_the_paging_change_resumes_exactly(emulator_factory, since_mode) -> None:
     """STATE from the tap as it was at b652a2c (tests/fixtures) resumes with this version."""
     fixture = json.loads(STATE_FIXTURE.read_text())
-    emu = emulator_factory(**{k: v for k, v in fixture["generated_by"]["emulator"].items()})
+    emu = emulator_factory(**fixture["generated_by"]["emulator"], since_mode=since_mode)
     config = config_for(emu, page_size=fixture["generated_by"]["page_size"])
     streams = fixture["generated_by"]["streams"]
 
