@@ -190,7 +190,8 @@ class FakeApixx:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def config(self, **settings: t.Any) -> dict[str, t.Any]:
-        return {"api_key": KEY, "data_url": self.data_url, "lookback_minutes": 0, **settings}
+        return {"api_key": KEY, "data_url": self.data_url, "lookback_minutes": 0, "semantics_probe": False,
+                **settings}
 
     def __enter__(self) -> FakeApixx:  # noqa: PYI034 (the class is not subclassed)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
