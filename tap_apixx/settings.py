@@ -22,6 +22,11 @@ MAX_REQUEST_TIMEOUT = 3600
 SERVER_READ_LIMIT = 600  # documented GET requests per minute per key
 URL_SETTINGS = ("data_url", "api_url")
 REDACTED = "[redacted]"
+NO_BATCH = (
+    "batch_config: BATCH messages are not supported: a page's STATE would reach the target "
+    "before the batch file holding its records, so a crash between the two could lose them; "
+    "remove batch_config (records are sent as RECORD messages, each page before its STATE)"
+)
 
 
 def redact(text: str, api_key: t.Any) -> str:
@@ -34,7 +39,7 @@ def config_problems(config: t.Mapping[str, t.Any], schema: t.Mapping[str, t.Any]
 
     The integer ranges are read from `schema` (the tap's config schema), so they are stated once.
     """
-    problems: list[str] = []
+    problems: list[str] = [NO_BATCH] if config.get("batch_config") is not None else []
     key = config.get("api_key")
     if isinstance(key, str) and not key.startswith(KEY_PREFIXES):
         problems.append(f"api_key: does not start with a known prefix ({', '.join(KEY_PREFIXES)})")

@@ -12,12 +12,12 @@ from urllib.parse import urlparse
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
-from tap_apixx.bookmarks import SEEN_KEY, start_stamp
+from tap_apixx.bookmarks import SEEN_KEY, parse_stamp, start_stamp
 from tap_apixx.client import ApixxStream
 from tap_apixx.error_policy import request_id, rid
 from tap_apixx.errors import ApiRequestError
 from tap_apixx.output import PageOutput
-from tap_apixx.pagination import MAX_PAGE_SIZE, Page, SeenAt, TieSafePaginator, parse_stamp
+from tap_apixx.pagination import MAX_PAGE_SIZE, Page, SeenAt, TieSafePaginator
 from tap_apixx.progress import SyncProgress
 from tap_apixx.schema_drift import DEFAULT_TYPE_ERRORS, SchemaDrift
 from tap_apixx.settings import DEFAULT_LOOKBACK_MINUTES
@@ -30,7 +30,7 @@ if t.TYPE_CHECKING:
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
 
-    from tap_apixx.pagination import Stamp
+    from tap_apixx.bookmarks import Stamp
 
 # entity -> what it holds. Each becomes a stream of that name, keyed by canonical_id and
 # replicated incrementally on updated_at; its JSON Schema is schemas/<entity>.json.
@@ -124,7 +124,9 @@ class CanonicalStream(PageOutput, ApixxStream):
         start = start_stamp(
             self.config.get("start_date"), self._bookmark_in, timedelta(minutes=minutes)
         )
-        self.logger.info("Syncing '%s' from %s", self.name, start.text if start else "the beginning")
+        self.logger.info(
+            "Syncing '%s' from %s", self.name, start.text if start else "the beginning"
+        )
         return start, SeenAt.from_state(self._seen_in)
 
     def fetch_updated_at(self, canonical_id: str) -> tuple[str | None, str | None]:

@@ -7,6 +7,7 @@ from functools import cached_property
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
+from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 
 from tap_apixx.cli import OneLineErrors
 from tap_apixx.ops_streams import DEFAULT_RUNS_LOOKBACK_HOURS, OPS_STREAMS, ops_streams
@@ -39,6 +40,11 @@ class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
     """Singer tap for the APIXX canonical data layer and its ops API."""
 
     name = "tap-apixx"
+    # No `batch`: the SDK would write a page's STATE before the BATCH message holding its
+    # records, so a crash between the two loses them. settings.py refuses batch_config.
+    capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
+        c for c in Tap.capabilities if c is not PluginCapabilities.BATCH
+    ]
 
     config_jsonschema = th.PropertiesList(
         th.Property(

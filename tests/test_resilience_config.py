@@ -30,6 +30,8 @@ BAD_SETTINGS = [
     ("lookback_minutes", -1, "lookback_minutes: -1 is not an integer in 0..10080"),
     ("max_requests_per_minute", 601, "max_requests_per_minute: 601 is not an integer in 1..600"),
     ("request_timeout", 0, "request_timeout: 0 is not an integer in 1..3600"),
+    ("batch_config", {"encoding": {"format": "jsonl"}, "storage": {"root": "file:///tmp/b"}},
+     "BATCH messages are not supported: a page's STATE would reach the target before the batch"),
 ]
 
 

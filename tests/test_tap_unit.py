@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from tap_apixx import error_policy
 from tap_apixx.error_policy import Action, action_for
@@ -50,6 +51,14 @@ def test_good_settings_pass_and_loopback_http_is_allowed() -> None:
     for url in ("http://127.0.0.1:8765/x", "http://localhost/x", "http://[::1]:1/x", "https://a.b/x"):
         tap = TapApixx(config={**CONFIG, "data_url": url, "start_date": "2025-01-01T00:00:00Z"})
         assert tap.config["data_url"] == url
+
+
+def test_batch_is_not_advertised_and_batch_config_is_refused() -> None:
+    assert PluginCapabilities.BATCH not in TapApixx.capabilities
+    assert "batch_config" not in TapApixx.config_jsonschema["properties"]
+    with pytest.raises(ConfigValidationError) as info:
+        TapApixx(config={**CONFIG, "batch_config": {"encoding": {"format": "jsonl"}}})
+    assert [e.split(":")[0] for e in info.value.errors] == ["batch_config"]
 
 
 def test_key_never_in_config_errors() -> None:

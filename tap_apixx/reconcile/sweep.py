@@ -91,7 +91,9 @@ class IdSweepStream(CanonicalStream):
 
     def get_new_paginator(self) -> TieSafePaginator:
         start = stamp_of(parse_ts(self.since)) if self.since else None
-        return TieSafePaginator(self.name, MAX_PAGE_SIZE, start, SeenAt(), lookup=self.fetch_updated_at)
+        return TieSafePaginator(
+            self.name, MAX_PAGE_SIZE, start, SeenAt(), lookup=self.fetch_updated_at
+        )
 
     def sweep(self) -> Sweep:
         """Every id with its latest updated_at; the paginator fails loudly rather than skip any."""
