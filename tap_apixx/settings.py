@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import typing as t
 from urllib.parse import urlparse
 
@@ -108,10 +109,28 @@ class CheckedSettings(PluginBase):
         """Check the settings before any request; one clear line per problem."""
         errors = config_problems(self.config, self.config_jsonschema)
         reported = {e.split(":", 1)[0] for e in errors}
-        schema_errors = super()._validate_config(raise_errors=False)
+        # the SDK logs "Config validation failed" whenever its schema check finds anything, even
+        # for --discover and --about, which need no config; the caller decides what is a failure
+        quiet = _DropRecord("Config validation failed")
+        self.logger.addFilter(quiet)
+        try:
+            schema_errors = super()._validate_config(raise_errors=False)
+        finally:
+            self.logger.removeFilter(quiet)
         errors += [e for e in schema_errors if not any(f"'{k}'" in e for k in reported)]
         errors = [redact(e, self.config.get("api_key")) for e in errors]
         if errors and raise_errors:
             msg = f"Invalid {self.name} configuration"
             raise ConfigValidationError(msg, errors=errors, schema=self.config_jsonschema)
         return errors
+
+
+class _DropRecord(logging.Filter):
+    """Drops the log records whose message is exactly `message`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.message

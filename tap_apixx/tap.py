@@ -169,3 +169,11 @@ class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
 
     def before_parallel_sync(self) -> None:
         _ = self.pacer  # made once, before the threads that share it
+
+
+# `--about` shows the class docstring as the description: name every stream, from the tables
+TapApixx.__doc__ = (
+    f"Singer tap for APIXX: {len(CANONICAL_ENTITIES)} canonical streams from the data API "
+    f"({', '.join(CANONICAL_ENTITIES)}) and {len(OPS_STREAMS)} ops streams from the ops API "
+    f"({', '.join(OPS_STREAMS)})."
+)
