@@ -263,22 +263,23 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
             if cid in later:
                 continue  # read again in this page, with a later updated_at
             if self.lookup is None:
-                unexplained[cid] = "not checked"
+                unexplained[cid] = "not looked up"
                 continue
             self.costs.verified += 1
             now, request_id = self.lookup(cid)
             stamp = parse_stamp(now)
             if now is None or (stamp and stamp.ns > at.ns):
                 continue  # gone (404) or updated since: the list was right to leave it out
-            unexplained[cid] = f"GET shows updated_at {now} (request_id={request_id})"
+            unexplained[cid] = f"updated_at {now}, request_id={request_id}"
         return unexplained
 
     def _raise_skipped(self, detail: str, unexplained: dict[str, str], page: Page) -> t.NoReturn:
         cid, shows = next(iter(unexplained.items()))
         msg = (
             f"{self.entity}: records could have been skipped: {detail} (request_id="
-            f"{page.request_id}), though they were neither updated later nor deleted (e.g. {cid}: "
-            f"{shows}). The server does not page as the tap assumes; stopping rather than move on."
+            f"{page.request_id}), and GET by id shows them neither updated later nor deleted "
+            f"(e.g. {cid}: {shows}). The server does not page as the tap assumes; stopping "
+            "rather than move on."
         )
         raise BoundaryCheckError(msg)
 
