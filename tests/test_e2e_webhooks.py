@@ -57,20 +57,24 @@ def stack(tmp_path):
         project = MeltanoProject(tmp_path, emu)
         port = free_port()
         env = {**project.env, "APIXX_WEBHOOK_SECRET": SECRET}
+        # a file, not a pipe: nobody drains a pipe while the sync runs, and a full one (64 KiB
+        # of the receiver's and meltano's logs on a slow machine) would block both
+        log = (tmp_path / "receiver.log").open("w")
         receiver = subprocess.Popen(
             [str(RECEIVER), "serve", "--port", str(port), "--db", str(tmp_path / "events.sqlite"),
              "--on", "run.succeeded", "--on", "run.partial", "--debounce-seconds", "1",
              "--run", f"{MELTANO} run tap-apixx target-duckdb"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
             assert wait_for(lambda: receiver.poll() is not None or answers(f"http://127.0.0.1:{port}/"), 30)
-            assert receiver.poll() is None, receiver.stdout.read()
+            assert receiver.poll() is None, (tmp_path / "receiver.log").read_text()
             emu.control("POST", "/_emulator/webhooks", json={
                 "url": f"http://127.0.0.1:{port}/webhooks", "secret": SECRET, "events": ["*"]})
             yield emu, project, tmp_path
         finally:
             receiver.terminate()
             receiver.wait(30)
+            log.close()
 
 
 def test_a_finished_run_triggers_a_sync_that_loads_the_new_records(stack):
@@ -89,7 +93,8 @@ def test_a_finished_run_triggers_a_sync_that_loads_the_new_records(stack):
     truth = {r["canonical_id"] for r in emu.ground_truth("order")}
     assert truth - before, "the finished run landed new orders in the emulator"
     loaded = wait_for(lambda: warehouse_ids(workdir / "warehouse.duckdb", "order") == truth or None, 180, 2)
-    assert loaded, "the event-driven sync did not load the new orders"
+    assert loaded, "the event-driven sync did not load the new orders: " + (
+        workdir / "receiver.log").read_text()[-3000:]
 
     events = subprocess.run([str(RECEIVER), "events", "--db", str(workdir / "events.sqlite"), "--format", "json"],
                             capture_output=True, text=True, check=True).stdout
