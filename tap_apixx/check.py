@@ -45,6 +45,7 @@ KEY_ENVIRONMENTS = {"apx_live_": "live", "apx_test_": "test", "apixx_": "live"}
 DATA_PATH_HINT = "the data API is served under /api/public/data"
 OPS_PATH_HINT = "the ops API is served under /v1"
 STATUS_ORDER = ("fail", "warn", "ok", "info", "skip")
+STEP_NAMES = {0: "second", 3: "millisecond", 6: "microsecond"}  # the paginator's step back
 
 
 @dataclass
@@ -146,7 +147,7 @@ def check_key(report: Report, key: str) -> None:
 def check_reachable(report: Report, name: str, reply: Reply, setting: str, path_hint: str) -> bool:
     """One row: did the API answer, and if not, which setting to fix. True when it answered."""
     status, text = _reachability(reply, setting, path_hint)
-    report.measured[name.replace(" ", "_")] = {
+    report.measured[name.lower().replace(" ", "_")] = {
         "url": reply.url,
         "status": reply.status,
         "request_id": reply.request_id,
@@ -251,7 +252,7 @@ def probe_data_api(
     )
     report.add("cursor", "info", f"{cursor.value}: {cursor.evidence}. The tap never uses cursor.")
     check_page_cap(report, prober, stream, samples[entity])
-    add_paging_plan(report, since.value, page_size)
+    add_paging_plan(report, since.value, page_size, digits)
 
 
 def check_timestamps(report: Report, good: dict[str, list[Rec]]) -> set[tuple[int, str]] | None:
@@ -399,29 +400,33 @@ def check_latency(report: Report, replies: list[Reply]) -> None:
 
 
 def _since_status(mode: str) -> str:
-    return {"inclusive": "ok", "exclusive": "fail", "ignored": "fail"}.get(mode, "warn")
+    return {"inclusive": "ok", "exclusive": "ok", "ignored": "fail"}.get(mode, "warn")
 
 
-def add_paging_plan(report: Report, since: str, page_size: int) -> None:
-    """Which paging the tap uses here, and whether it is safe on what was measured."""
+def add_paging_plan(report: Report, since: str, page_size: int, digits: int) -> None:
+    """Which paging the tap uses on what was measured (tap_apixx/pagination.py), and whether
+    that is safe here."""
+    unit = STEP_NAMES.get(digits, f"1e-{digits} s")
+    how = {
+        "inclusive": "from the last instant seen, once the first answer shows the server "
+        f"inclusive (before that, from one {unit} earlier)",
+        "exclusive": f"from one {unit} before the last instant seen, so this exclusive "
+        "server returns the whole tie group there",
+    }.get(since, f"from one {unit} before the last instant seen (either reading is safe)")
     plan = (
-        f"pages of {page_size} by updated_since from the last updated_at seen, skipping the "
-        f"ids already emitted at that instant; a larger tie group gets one {MAX_PAGE_SIZE}-"
-        "record page; cursor is not used"
+        f"pages of {page_size} by updated_since {how}; ids already emitted are skipped and "
+        "must come back (else GET by id must show them updated or gone); a tie group that "
+        f"fills a page is read with one {MAX_PAGE_SIZE}-record page; cursor is not used"
     )
-    if since == "inclusive":
-        report.add("paging", "ok", plan)
-    elif since == "exclusive":
+    if since == "ignored":
         report.add(
             "paging",
             "fail",
-            plan + ". This version needs an inclusive updated_since: "
-            "on this server it would skip records tied at a page boundary",
+            plan + ". Here the tap stops at the first page that "
+            "starts before the updated_since it asked",
         )
     else:
-        report.add(
-            "paging", "warn", plan + f". Safe only if updated_since is inclusive ({since} here)"
-        )
+        report.add("paging", "ok", plan)
 
 
 def _int(value: str) -> int:

@@ -361,7 +361,8 @@ def latency_summary(replies: list[Reply]) -> tuple[float, float, float] | None:
 
 
 def quick_verdict(tap: Tap, stream: ApixxStream) -> str:
-    """Two requests to `stream`'s entity: timestamp form, order, and updated_since semantics."""
+    """Two requests (three when exclusive) to `stream`'s entity: timestamp form, order, and
+    updated_since semantics."""
     prober = Prober(tap, budget=3)
     started = time.monotonic()
     reply = prober.get(stream, stream.path, _params(QUICK_SAMPLE))
@@ -387,8 +388,9 @@ def quick_verdict(tap: Tap, stream: ApixxStream) -> str:
 def log_server_semantics(tap: Tap) -> None:
     """Log, once per sync, what the data API's answers say about its paging semantics.
 
-    Two small requests to the first selected canonical stream (none selected: nothing). A
-    failure is logged and the sync goes on: the streams then report it in their own words.
+    Two or three small requests to the first selected canonical stream (none selected:
+    nothing). A failure is logged and the sync goes on: the streams then report it in their
+    own words.
     """
     from tap_apixx.streams import CanonicalStream  # here: streams import what probes them
 

@@ -134,8 +134,8 @@ class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
             th.BooleanType,
             default=True,
             title="Semantics probe",
-            description="Start each sync with two small requests to the data API and log in "
-            "one line how it pages (updated_since inclusive or exclusive, timestamp form, "
+            description="Start each sync with two or three small requests to the data API and "
+            "log in one line how it pages (updated_since inclusive or exclusive, timestamp form, "
             "rate limit). false skips them. tap-apixx-check measures all of it.",
         ),
         th.Property(
@@ -165,7 +165,7 @@ class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
 
     def before_sync(self) -> None:
         if self.config.get("semantics_probe", True):
-            log_server_semantics(self)  # one line, two requests: see probe.py
+            log_server_semantics(self)  # one line, two or three requests: see probe.py
 
     def before_parallel_sync(self) -> None:
         _ = self.pacer  # made once, before the threads that share it
