@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -92,15 +92,32 @@ class Receiver:
         self.proc.wait(15)
 
 
+@pytest.fixture
+def start_receiver() -> Iterator[Callable[..., Receiver]]:
+    """Starts receivers; whatever a failing test left running is killed afterwards."""
+    started: list[Receiver] = []
+
+    def start(db: Path, *args: str) -> Receiver:
+        started.append(Receiver(db, *args))
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        if receiver.proc.poll() is None:
+            receiver.kill()
+
+
 def _append_command(target: Path) -> str:
     script = f"open({str(target)!r}, 'a').write('synced\\n')"
     return f"{sys.executable} -c \"{script}\""
 
 
-def test_a_sync_pending_at_kill_9_runs_after_restart(tmp_path: Path) -> None:
+def test_a_sync_pending_at_kill_9_runs_after_restart(
+    tmp_path: Path, start_receiver: Callable[..., Receiver]
+) -> None:
     db, synced = tmp_path / "hooks.sqlite", tmp_path / "synced.txt"
     sync_args = ("--on", "run.succeeded", "--run", _append_command(synced))
-    first = Receiver(db, *sync_args, "--debounce-seconds", "3600")  # the sync cannot run yet
+    first = start_receiver(db, *sync_args, "--debounce-seconds", "3600")  # the sync cannot run yet
     try:
         for i in range(3):
             assert deliver(first.url, f"evt_{i}").json()["stored"] is True
@@ -110,14 +127,14 @@ def test_a_sync_pending_at_kill_9_runs_after_restart(tmp_path: Path) -> None:
         first.kill()
     assert not synced.exists()
 
-    second = Receiver(db, *sync_args, "--debounce-seconds", "0")
+    second = start_receiver(db, *sync_args, "--debounce-seconds", "0")
     assert second.logged("a sync requested before the last shutdown has not run yet")
     assert wait_for(lambda: second.logged("sync finished: exit code 0"))
     assert second.stop() == 0
     assert synced.read_text() == "synced\n"  # one sync covers the three requests
     assert pending_rows(db) == 0
 
-    third = Receiver(db, *sync_args, "--debounce-seconds", "0")
+    third = start_receiver(db, *sync_args, "--debounce-seconds", "0")
     assert not third.logged("has not run yet")  # logged before "listening on", if at all
     assert third.stop() == 0
     assert synced.read_text() == "synced\n"
@@ -200,9 +217,11 @@ def _answered(sock: socket.socket) -> bytes | None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to count threads")
-def test_a_thousand_slow_clients_cannot_pile_up_threads(tmp_path: Path) -> None:
+def test_a_thousand_slow_clients_cannot_pile_up_threads(
+    tmp_path: Path, start_receiver: Callable[..., Receiver]
+) -> None:
     cap, crowd = 8, 1000
-    receiver = Receiver(tmp_path / "hooks.sqlite", "--max-connections", str(cap),
+    receiver = start_receiver(tmp_path / "hooks.sqlite", "--max-connections", str(cap),
                         "--request-deadline", "120")  # nothing is cut off during the test
     host, port = receiver.url.removeprefix("http://").split("/")[0].rsplit(":", 1)
     idle_threads = _threads_of(receiver.proc.pid)
