@@ -3,7 +3,7 @@
     make plugin-definition   # or: .venv/bin/python scripts/hub_definition.py > plugins/...
 
 Capabilities and settings come from `tap-apixx --about --format=json`, so the SDK's own
-settings (stream maps, flattening, batch, faker) are declared exactly as the tap advertises
+settings (stream maps, flattening, faker; batch if advertised) are declared exactly as the tap advertises
 them; tests/test_tap_plugin_definition.py fails when the file and `--about` disagree."""
 
 from __future__ import annotations
