@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -220,6 +223,82 @@ def bench_meltano(emu: EmulatorProcess, size: Size, work: Path) -> dict:
             "overhead_s": max(0.0, seconds - max(tap_s, target_s))}
 
 
+# -- 3b. meltano run tap-apixx target-postgres: the target's defaults vs our meltano.yml ---------
+
+TARGET_POSTGRES = ROOT / ".meltano" / "loaders" / "target-postgres" / "venv" / "bin" / "target-postgres"
+# the target's own defaults, set explicitly over our meltano.yml (validate_records: false, use_copy: true)
+POSTGRES_MODES = {"default": {"TARGET_POSTGRES_VALIDATE_RECORDS": "true", "TARGET_POSTGRES_USE_COPY": "false"},
+                  "ours": {}}
+
+
+class Postgres:
+    """A throwaway trust-auth cluster on a free loopback port, fsync off (as in the e2e tests)."""
+
+    def __init__(self, work: Path) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+        found = shutil.which("initdb")
+        self.bindir = bins[0] if bins else (Path(found).parent if found else None)
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.dir = Path(tempfile.mkdtemp(prefix="apixx-bench-pg-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_postgres, *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        data, sock = self.dir / "data", self.dir / "sock"
+        for folder in (data, sock):
+            folder.mkdir()
+            if self.as_postgres:
+                shutil.chown(folder, "postgres", "postgres")
+        self._run(str(self.bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+        options = f"-p {self.port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
+                  str(sock / "log"), "start")
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def count(self, table: str) -> int:
+        import psycopg
+
+        dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        with psycopg.connect(dsn) as con:
+            return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def bench_postgres(emu: EmulatorProcess, size: Size, work: Path) -> dict:
+    if not (MELTANO.exists() and TARGET_POSTGRES.exists()):
+        return {"skipped": "meltano plugins not installed (make plugins)"}
+    if not (list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb")):
+        return {"skipped": "no PostgreSQL server binaries (initdb, pg_ctl)"}
+    results: dict[str, t.Any] = {}
+    pg = Postgres(work)
+    try:
+        pg.start()
+        for mode, settings in POSTGRES_MODES.items():
+            schema = f"apixx_{mode}"
+            env = {**meltano_env(emu, work, size.parallel),
+                   "MELTANO_DATABASE_URI": f"sqlite:///{work / f'meltano-pg-{mode}.db'}",  # own state
+                   "TARGET_POSTGRES_HOST": "127.0.0.1", "TARGET_POSTGRES_PORT": str(pg.port),
+                   "TARGET_POSTGRES_USER": "postgres", "TARGET_POSTGRES_PASSWORD": "unused-with-trust-auth",
+                   "TARGET_POSTGRES_DATABASE": "postgres", "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
+                   **settings}
+            seconds, _, _ = run_measured([str(MELTANO), "run", "tap-apixx", "target-postgres"],
+                                         subprocess.DEVNULL, env)
+            rows = pg.count(f'{schema}."{ENTITY}"')
+            results[mode] = {"records": rows, "seconds": seconds, "records_per_s": rate(rows, seconds)}
+    finally:
+        pg.stop()
+    results["speedup"] = results["ours"]["records_per_s"] / results["default"]["records_per_s"]
+    return results
+
+
 # -- 4. the peer: dlt rest_api ------------------------------------------------------------------
 
 def bench_dlt(emu: EmulatorProcess, size: Size, work: Path) -> dict:
@@ -318,6 +397,7 @@ def table(res: Results, size: Size) -> str:
          f"{base['peak_memory_mib']:.0f} MiB")),
     ]
     rows.append(meltano_row(f["meltano"]))
+    rows += postgres_rows(f["postgres"])
     rows.append(dlt_row(f["dlt"], f["meltano"], tap, size))
     for run in f["rate"].values():
         label = ("sequential (max_parallel_streams=1)" if run["parallel"] == 1
@@ -342,6 +422,22 @@ def meltano_row(m: dict) -> tuple[str, str, str]:
             (f"{m['seconds']:.1f} s, {m['records']:,} rows; tap alone {m['tap_alone_s']:.1f} s, "
             f"target-duckdb alone {m['target_alone_s']:.1f} s, meltano start-up and piping "
             f"{m['overhead_s']:.1f} s"))
+
+
+def postgres_rows(p: dict) -> list[tuple[str, str, str]]:
+    label = "`meltano run tap-apixx target-postgres`, same data"
+    if "skipped" in p:
+        return [(label, "skipped", p["skipped"])]
+    default, ours = p["default"], p["ours"]
+    return [
+        (f"{label}: the target's defaults (`validate_records: true`, `use_copy: false`)",
+         f"{default['records_per_s']:,.0f} records/s end to end",
+         f"{default['seconds']:.1f} s, {default['records']:,} rows"),
+        (f"{label}: our `meltano.yml` (`validate_records: false`, `use_copy: true`)",
+         f"{ours['records_per_s']:,.0f} records/s end to end",
+         (f"{ours['seconds']:.1f} s, {ours['records']:,} rows; ours / defaults = "
+          f"**{p['speedup']:.2f}** (goal >= 2; and >= 10,000 records/s)")),
+    ]
 
 
 def dlt_row(d: dict, m: dict, tap: dict, size: Size) -> tuple[str, str, str]:
@@ -369,6 +465,7 @@ def run(size: Size, out: Path) -> Results:
             res.figures["tap"] = bench_tap(emu, size, work)
             res.figures["baseline"] = bench_baseline(emu, size)
             res.figures["meltano"] = bench_meltano(emu, size, work)
+            res.figures["postgres"] = bench_postgres(emu, size, work)
             res.figures["dlt"] = bench_dlt(emu, size, work)
         res.figures["rate"] = bench_rate(size, work)
     res.figures["table"] = table(res, size)
