@@ -150,13 +150,16 @@ class SchemaDrift:
         selected: frozenset[str],
         logger: logging.Logger,
         type_errors: str = DEFAULT_TYPE_ERRORS,
+        checked_elsewhere: frozenset[str] = frozenset(),
     ) -> None:
         self.stream, self.properties, self.logger = stream, properties, logger
         self.selected = selected
         self.known = frozenset(properties)
         self.fail = type_errors == "fail"
         rules = {
-            name: rule_for(name, prop) for name, prop in properties.items() if name in selected
+            name: rule_for(name, prop)
+            for name, prop in properties.items()
+            if name in selected and name not in checked_elsewhere
         }
         self.rules = {name: rule for name, rule in rules.items() if rule is not None}
         # fields with the same rule (all nullable integers, ...) are checked in one pass
