@@ -28,18 +28,37 @@ class Stamp:
 
 
 def parse_stamp(text: t.Any) -> Stamp | None:
-    """The Stamp of an RFC 3339 timestamp with a zone (`Z` or an offset), else None."""
+    """The Stamp of an RFC 3339 timestamp with a zone (`Z` or an offset), else None.
+
+    Called for every record: the calendar work (validating the date, applying the offset) is
+    done once per distinct minute and zone, which the records of a sorted page share.
+    """
     match = TIMESTAMP.match(text) if isinstance(text, str) else None
     if match is None:
         return None
     whole, fraction, zone = match.groups()
-    try:
-        base = datetime.fromisoformat(whole + ("+00:00" if zone in "Zz" else zone))
-    except ValueError:
+    key = whole[:16] + zone
+    minute = _MINUTES.get(key)
+    if minute is None:
+        try:
+            base = datetime.fromisoformat(whole[:16] + ":00" + ("+00:00" if zone in "Zz" else zone))
+        except ValueError:
+            return None
+        minute = (base - EPOCH) // timedelta(seconds=1)
+        if len(_MINUTES) >= MAX_CACHED_MINUTES:
+            _MINUTES.clear()
+        _MINUTES[key] = minute
+    second = int(whole[17:])
+    if second > 59:  # as datetime.fromisoformat: no leap second
         return None
-    seconds = (base - EPOCH) // timedelta(seconds=1)
-    digits = len(fraction or "")
-    return Stamp(seconds * NS_PER_SECOND + int((fraction or "0").ljust(9, "0")), digits, text)
+    ns = (minute + second) * NS_PER_SECOND
+    if fraction:
+        return Stamp(ns + int(fraction.ljust(9, "0")), len(fraction), text)
+    return Stamp(ns, 0, text)
+
+
+MAX_CACHED_MINUTES = 100_000
+_MINUTES: dict[str, int] = {}  # 'YYYY-MM-DDTHH:MM' + zone -> its epoch seconds
 
 
 def format_stamp(ns: int, digits: int) -> str:

@@ -162,6 +162,8 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         at_floor: set[str] = set()
         later: dict[str, Stamp] = {}  # ids read past the floor, with their instant
         stamps = self._stamps(page)
+        resume = self.resume.stamp  # parsed once a page, not once a record
+        resume_ns = resume.ns if resume is not None else None
         for record, stamp in zip(page.records, stamps):
             cid = record["canonical_id"]
             if since is not None and stamp.ns <= since.ns:
@@ -176,7 +178,7 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
                     continue
             else:
                 later[cid] = stamp
-            if self._resumed(stamp, cid):
+            if resume_ns is not None and stamp.ns == resume_ns and self._resumed(stamp, cid):
                 continue
             fresh.append(record)
         end = page.next_cursor is None or not page.records
@@ -189,15 +191,21 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
     def _stamps(self, page: Page) -> list[Stamp]:
         """The instant of every record, checked present and ascending."""
         stamps: list[Stamp] = []
+        append, previous = stamps.append, None
         for index, record in enumerate(page.records):
             cid, ts = _keys(record)
-            stamp = parse_stamp(ts)
+            if previous is not None and ts == previous.text:  # a tie: the same instant
+                stamp: Stamp | None = previous
+            else:
+                stamp = parse_stamp(ts)
             if not (isinstance(cid, str) and cid and stamp):
                 self._raise_bad_record(index, record, page)
-            if stamps and stamp.ns < stamps[-1].ns:
-                self._raise_out_of_order(stamp, stamps[-1], page)
-            stamps.append(stamp)
-            self.digits_seen = max(self.digits_seen or 0, stamp.digits)
+            if previous is not None and stamp.ns < previous.ns:
+                self._raise_out_of_order(stamp, previous, page)
+            append(stamp)
+            previous = stamp
+        if stamps:
+            self.digits_seen = max(self.digits_seen or 0, *(s.digits for s in stamps))
         return stamps
 
     def _check_not_before_since(self, stamp: Stamp, since: Stamp, asked: PageRequest, page: Page) -> None:
