@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install plugins test demo soak bench bench-emulator lint catalog plugin-definition clean
+.PHONY: install plugins test demo soak bench bench-emulator bench-reconcile lint catalog plugin-definition clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
@@ -37,6 +37,10 @@ soak: install plugins
 
 bench-emulator: install
 	$(PY) scripts/bench_emulator.py
+
+# reconcile's sweep of a 100,000-record entity under the real 600/min budget (docs/reconcile.md)
+bench-reconcile: install
+	$(PY) scripts/bench_reconcile.py
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

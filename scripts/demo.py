@@ -1,4 +1,5 @@
-"""`make demo`: start the emulator, sync it into DuckDB with `meltano run`, churn, sync again, report.
+"""`make demo`: start the emulator, sync it into DuckDB with `meltano run`, churn, sync again, report;
+then delete and merge records in APIXX and end with a clean reconcile of the warehouse.
 
 Each demo starts from an empty warehouse and state, because the emulator regenerates its data
 from the seed when it starts: the second sync inside the demo shows the incremental behaviour."""
@@ -31,6 +32,7 @@ CANONICAL = list(ENTITY_NAMES)
 OPS_STREAMS = ("flows", "runs", "connectors")
 OPS_NOTE = {"flows": "full table", "connectors": "full table", "runs": "window"}  # what an ops sync re-reads
 CHURN = {"order": (40, 15), "customer": (25, 5), "invoice": (30, 10), "payment": (10, 10)}
+GONE = {"customer": (8, 4), "order": (5, 0)}  # entity -> (deletes, merges): no tombstones in APIXX
 REVENUE_BY_DAY = f"""
     SELECT CAST(placed_at AS DATE) AS day, count(*) AS orders, sum(total_cents) / 100.0 AS revenue
     FROM {SCHEMA}."order" WHERE status IN ('paid', 'fulfilled')
@@ -73,6 +75,48 @@ def meltano_run(emu: EmulatorProcess, label: str) -> tuple[float, dict[str, int]
     seconds = time.perf_counter() - started
     print(f"   done in {seconds:.1f}s: the tap emitted {sum(emitted.values())} records in {len(emitted)} streams")
     return seconds, emitted
+
+
+def reconcile(emu: EmulatorProcess, *args: str) -> int:
+    """`meltano invoke tap-apixx:reconcile`: prints its report, returns its exit code."""
+    print(f"\n== meltano invoke tap-apixx:reconcile {' '.join(args)}".rstrip(), flush=True)
+    meltano = ROOT / ".venv" / "bin" / "meltano"
+    proc = subprocess.run([str(meltano), "invoke", "tap-apixx:reconcile", *args], cwd=ROOT, env=meltano_env(emu),
+                          capture_output=True, text=True, check=False)
+    if proc.returncode not in (0, 1):
+        print(proc.stderr[-4000:], file=sys.stderr)
+        fail(f"reconcile exited with {proc.returncode} (log above)")
+    print(proc.stdout.rstrip())
+    return proc.returncode
+
+
+def deletes_and_merges(emu: EmulatorProcess) -> None:
+    """APIXX loses records: the warehouse keeps them until reconcile finds them."""
+    print("\n== APIXX deletes and merges records (the list simply stops returning them)")
+    for entity, (deletes, merges) in GONE.items():
+        done = emu.churn(entity, deletes=deletes, merges=merges)
+        print(f"   {entity}: {len(done['deleted'])} deleted, {len(done['merged'])} merged into another record")
+    if reconcile(emu) != 1:
+        fail("reconcile did not report the records gone from APIXX")
+    meltano_run(emu, "Incremental sync (brings the merge survivors' changes)")
+    if reconcile(emu, "--mark-deleted") != 0:
+        fail("the warehouse does not equal APIXX after reconcile --mark-deleted (report above)")
+    live_rows(emu)
+
+
+def live_rows(emu: EmulatorProcess) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(DUCKDB_FILE), read_only=True)
+    try:
+        print(f"\nLive rows (WHERE _sdc_deleted_at IS NULL), the query form for analysts:\n"
+              f"{'entity':<18}{'in the API':>12}{'live in DuckDB':>16}{'marked deleted':>16}")
+        for entity in GONE:
+            live, marked = con.execute(f'SELECT count(*) FILTER (_sdc_deleted_at IS NULL), count(_sdc_deleted_at) '
+                                       f'FROM {SCHEMA}."{entity}"').fetchone()
+            print(f"{entity:<18}{len(emu.ground_truth(entity)):>12}{live:>16}{marked:>16}")
+    finally:
+        con.close()
 
 
 def reset_warehouse(emu: EmulatorProcess) -> None:
@@ -138,6 +182,8 @@ def main() -> None:
         ok &= report(*table_counts(emu, emitted), second=True)
         print(f"\nIncremental sync took {seconds:.1f}s. Rows per entity in DuckDB equal the API's"
               f" ground truth: {'yes' if ok else 'NO'}. File: {DUCKDB_FILE}")
+        if ok:
+            deletes_and_merges(emu)
     finally:
         emu.stop()
     if not ok:

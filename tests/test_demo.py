@@ -41,13 +41,20 @@ def test_demo_syncs_churns_and_syncs_only_the_changes(tmp_path):
     proc = run_demo(tmp_path, free_port())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "MISMATCH" not in proc.stdout and "ground truth: yes" in proc.stdout
-    second = proc.stdout[proc.stdout.index("== Incremental sync"):]
+    second = proc.stdout[proc.stdout.index("== Incremental sync"):proc.stdout.index("== APIXX deletes")]
     rows = re.findall(r"^(\w+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", second, re.MULTILINE)
     assert len(rows) == 15
     for entity, in_api, in_duckdb, changed, synced in rows:
         assert in_api == in_duckdb, entity
         assert synced == changed, f"{entity}: the second run synced {synced} records, {changed} changed"
     assert "Revenue by day" in second
+    # then APIXX deletes and merges records; the demo ends with a clean reconcile of its warehouse
+    first, marked = proc.stdout.split("== meltano invoke tap-apixx:reconcile")[1:]
+    assert re.search(r"^customer\s+\d+\s+\d+\s+12\s+0\s+4\s", first, re.MULTILINE), first  # 8 + 4 gone, 4 survivors
+    assert re.search(r"^order\s+\d+\s+\d+\s+5\s", first, re.MULTILINE), first
+    assert "customer: marked 12" in marked and "No drift: the warehouse equals APIXX." in marked
+    live = re.findall(r"^(customer|order)\s+(\d+)\s+(\d+)\s+(\d+)$", marked, re.MULTILINE)
+    assert [(e, api == rows) for e, api, rows, _ in live] == [("customer", True), ("order", True)]
     # the demo keeps to its own state id: a user's own job state is left exactly as it was
     assert "2020-01-01T00:00:00.000Z" in meltano_state(tmp_path, "get", USER_STATE_ID).stdout
     assert "replication_key_value" in meltano_state(tmp_path, "get", DEMO_STATE_ID).stdout
