@@ -176,6 +176,8 @@ def test_duckdb_rows_are_read_as_instants(tmp_path):
     assert warehouse.rows("order") == {A: (T0 + 123_000, False), B: (T0 + 1_000_000, False)}
     assert warehouse.min_updated_us("order") == T0 + 123_000
     assert warehouse.rows("customer") is None  # no table: nothing loaded yet
+    # DuckDB draws a progress bar on stdout for long queries: it would break the --json output
+    assert warehouse.con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)
     warehouse.close()
 
 

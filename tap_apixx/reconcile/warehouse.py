@@ -84,6 +84,8 @@ class DuckDBWarehouse:
             )
             raise ReconcileError(f"cannot open {self.path}: {first}{hint}") from None
         con.execute("SET TimeZone = 'UTC'")
+        # DuckDB draws a progress bar on stdout for long queries: the report's (or JSON's) stdout
+        con.execute("SET enable_progress_bar = false")
         return con
 
     def columns(self, entity: str) -> dict[str, str] | None:
