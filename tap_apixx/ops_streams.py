@@ -13,6 +13,7 @@ from tap_apixx.pagination import OPS_MAX_PAGE_SIZE, StartingAfterPaginator
 from tap_apixx.progress import SyncProgress
 from tap_apixx.streams import load_schema
 from tap_apixx.transport import response_body
+from tap_apixx.window import mark_complete, parse_instant
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,13 +46,29 @@ class OpsStream(ApixxStream):
         return {"limit": self.page_limit, "starting_after": next_page_token}
 
     def request_records(self, context: Context | None) -> Iterator[dict]:
-        progress = SyncProgress(self, self.start_from)
-        for record in super().request_records(context):
-            self.counts["records"] += 1
-            yield record
-            stamp = record.get(self.replication_key) if self.replication_key else None
-            progress.tick(stamp, stamp)
+        progress = SyncProgress(self, self.start_from, self.end_before)
+        if not self._starts_past_end():
+            for record in super().request_records(context):
+                self.counts["records"] += 1
+                yield record
+                stamp = record.get(self.replication_key) if self.replication_key else None
+                progress.tick(stamp, stamp)
+        if self.replication_key:
+            mark_complete(self.stream_state)  # a windowed state now says its window is read whole
+            self.state_manager.is_flushed = False
         progress.summary()
+
+    @property
+    def end_before(self) -> str | None:
+        """end_date, for the streams it bounds (runs); full-table streams read everything."""
+        return None
+
+    def _starts_past_end(self) -> bool:
+        start, end = self.start_from, self.end_before
+        if start is None or end is None or parse_instant(start) < parse_instant(end):
+            return False
+        self.logger.info("Stream '%s': nothing to read before end_date %s", self.name, end)
+        return True
 
     @property
     def start_from(self) -> str | None:
@@ -92,7 +109,14 @@ class RunsStream(OwnBookmark, OpsStream):
         self.held_at: str | None = None  # started_at of the first open run seen this sync
 
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict:
-        return {**super().get_url_params(context, next_page_token), "from": self.start_from}
+        params = {**super().get_url_params(context, next_page_token), "from": self.start_from}
+        return {**params, "to": self.end_before} if self.end_before else params
+
+    @property
+    def end_before(self) -> str | None:
+        """end_date: `to` (exclusive) on started_at, so the bookmark never passes it."""
+        end = self.config.get("end_date")
+        return str(end) if end else None
 
     @cached_property
     def start_from(self) -> str | None:

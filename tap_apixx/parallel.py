@@ -29,6 +29,7 @@ class ParallelSync(Tap):
 
     def sync_all(self) -> None:  # type: ignore[misc]  # final in the SDK: see the module doc
         """Sync the selected streams, up to `max_parallel_streams` at a time."""
+        self.prepare_state()
         workers = self.parallel_streams
         self.before_sync()
         if workers <= 1:
@@ -49,6 +50,9 @@ class ParallelSync(Tap):
 
     def before_parallel_sync(self) -> None:
         """Make here, once, whatever the stream threads share."""
+
+    def prepare_state(self) -> None:
+        """Ready the input state before the first STATE message (lifecycle.py: rewinds, windows)."""
 
 
 def streams_to_sync(tap: Tap) -> list[Stream]:

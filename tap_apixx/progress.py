@@ -26,12 +26,12 @@ class CountingStream(t.Protocol):
 class SyncProgress:
     """Logs records, rate and % of the time window at most every few seconds, then a summary."""
 
-    def __init__(self, stream: CountingStream, since: str | None) -> None:
+    def __init__(self, stream: CountingStream, since: str | None, until: str | None = None) -> None:
         self.stream = stream
         self.started = time.monotonic()
         self.last_log = self.started
         self.window_start = parse_ts(since).timestamp() if since else None
-        self.window_end = time.time()
+        self.window_end = min(parse_ts(until).timestamp(), time.time()) if until else time.time()
 
     def tick(self, current_ts: str | None, first_ts: str | None = None) -> None:
         """`first_ts`: the page's earliest record; without a start point the window opens there."""

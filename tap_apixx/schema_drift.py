@@ -11,7 +11,9 @@ One rule for a value the schema does not allow (see docs/schema.md):
 - a field that may not be null (canonical_id, updated_at, ...) and cannot be coerced always
   stops the sync: nulling it would emit an invalid record.
 
-Fields the schema does not know are dropped (warned once). The check runs per page and per
+Fields the schema does not know follow the `new_fields` setting (new_fields.py): dropped and
+warned once (`warn`), added to the schema with an inferred type (`load`), or the end of the
+sync (`fail`). The check runs per page and per
 field with C-level iteration (`map`, `itemgetter`); only a field with a bad value on that page
 is looked at record by record.
 """
@@ -28,6 +30,7 @@ from operator import itemgetter
 import orjson
 
 from tap_apixx.errors import TapApixxError
+from tap_apixx.new_fields import DEFAULT_NEW_FIELDS, infer_property, is_json_text, new_field_error
 
 if t.TYPE_CHECKING:
     import logging
@@ -151,15 +154,25 @@ class SchemaDrift:
         logger: logging.Logger,
         type_errors: str = DEFAULT_TYPE_ERRORS,
         checked_elsewhere: frozenset[str] = frozenset(),
+        new_fields: str = DEFAULT_NEW_FIELDS,
     ) -> None:
-        self.stream, self.properties, self.logger = stream, properties, logger
+        self.stream, self.properties, self.logger = stream, dict(properties), logger
         self.selected = selected
         self.known = frozenset(properties)
         self.fail = type_errors == "fail"
+        self.checked_elsewhere = checked_elsewhere
+        self.new_fields = new_fields
+        self.json_text = frozenset(n for n, p in properties.items() if is_json_text(p))
+        self._build_rules()
+        self._warned: set[tuple[str, str]] = set()
+        self.nulled: dict[str, int] = {}  # field -> values nulled (for the summary)
+        self.coerced: dict[str, int] = {}
+
+    def _build_rules(self) -> None:
         rules = {
             name: rule_for(name, prop)
-            for name, prop in properties.items()
-            if name in selected and name not in checked_elsewhere
+            for name, prop in self.properties.items()
+            if name in self.selected and name not in self.checked_elsewhere
         }
         self.rules = {name: rule for name, rule in rules.items() if rule is not None}
         # fields with the same rule (all nullable integers, ...) are checked in one pass
@@ -167,22 +180,72 @@ class SchemaDrift:
         for name, rule in self.rules.items():
             shapes.setdefault((rule.kinds, rule.types, rule.pattern, rule.values), []).append(name)
         self.groups = [(self.rules[names[0]], tuple(names)) for names in shapes.values()]
-        self._warned: set[tuple[str, str]] = set()
-        self.nulled: dict[str, int] = {}  # field -> values nulled (for the summary)
-        self.coerced: dict[str, int] = {}
 
-    def check(self, records: list[dict], request_id: str | None = None) -> None:
-        """Drop unselected fields, then make every value valid (in place); may raise."""
+    def check(self, records: list[dict], request_id: str | None = None) -> dict[str, t.Any]:
+        """Apply new_fields, drop unselected fields, make every value valid (in place); may raise.
+
+        Returns the properties this page added to the schema (new_fields `load`), which the
+        stream announces in a SCHEMA message before the page's records.
+        """
+        added: dict[str, t.Any] = {}
+        if self.new_fields != DEFAULT_NEW_FIELDS and not all(map(self.known.issuperset, records)):
+            added = self._admit(records, request_id)
+        if self.json_text:
+            self._encode_json_text(records)
         if not all(map(self.selected.issuperset, records)):  # the usual case: one C loop
             self._drop_unselected(records)
         if not records:
-            return
+            return added
         for rule, names in self.groups:
             if not self._page_valid(rule, names, records):
                 for name in names:
                     one = self.rules[name]
                     if not self._page_valid(one, (name,), records):
                         self._fix(one, records, request_id)
+        return added
+
+    def _admit(self, records: list[dict], request_id: str | None) -> dict[str, t.Any]:
+        """new_fields `fail`: stop at the first unknown field; `load`: type and add each one."""
+        unknown: set[str] = set()
+        for record in records:
+            unknown |= record.keys() - self.known
+        if self.new_fields == "fail":
+            raise new_field_error(self.stream, min(unknown), request_id)
+        added = {}
+        for name in sorted(unknown):
+            prop = infer_property(r[name] for r in records if name in r)
+            if prop is None:
+                message = (
+                    "Stream '%s': new field '%s' is null so far; it is added at its first value."
+                )
+                self._warn_once("null", name, message)
+                continue
+            added[name] = prop
+            self.logger.warning(
+                "Stream '%s': the API sent new field '%s'; loading it as %s (new_fields: load).",
+                self.stream,
+                name,
+                prop["type"][0],
+            )
+        self.add(added)
+        return added
+
+    def add(self, properties: dict[str, t.Any]) -> None:
+        """Know, select and check these properties from now on."""
+        if not properties:
+            return
+        self.properties.update(properties)
+        self.known |= properties.keys()
+        self.selected |= properties.keys()
+        self.json_text |= {n for n, p in properties.items() if is_json_text(p)}
+        self._build_rules()
+
+    def _encode_json_text(self, records: list[dict]) -> None:
+        """Fields of mixed types (new_fields `load`): every value as its JSON text."""
+        for record in records:
+            for name in self.json_text & record.keys():
+                if record[name] is not None:
+                    record[name] = orjson.dumps(record[name]).decode()
 
     def _drop_unselected(self, records: list[dict]) -> None:
         selected = self.selected

@@ -105,9 +105,13 @@ class CheckedSettings(PluginBase):
     and no line shows the API key. tests/test_unit_sdk_seams.py pins the SDK method.
     """
 
+    def extra_config_problems(self) -> list[str]:
+        """More `<setting>: <why>` lines, from other mixins (lifecycle.py)."""
+        return []
+
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """Check the settings before any request; one clear line per problem."""
-        errors = config_problems(self.config, self.config_jsonschema)
+        errors = config_problems(self.config, self.config_jsonschema) + self.extra_config_problems()
         reported = {e.split(":", 1)[0] for e in errors}
         # the SDK logs "Config validation failed" whenever its schema check finds anything, even
         # for --discover and --about, which need no config; the caller decides what is a failure

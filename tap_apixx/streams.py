@@ -16,12 +16,14 @@ from tap_apixx.bookmarks import SEEN_KEY, parse_stamp, start_stamp
 from tap_apixx.client import ApixxStream
 from tap_apixx.error_policy import request_id, rid
 from tap_apixx.errors import ApiRequestError
+from tap_apixx.new_fields import DEFAULT_NEW_FIELDS, NEW_FIELDS_KEY
 from tap_apixx.output import PageOutput
 from tap_apixx.pagination import MAX_PAGE_SIZE, Page, SeenAt, TieSafePaginator
 from tap_apixx.progress import SyncProgress
 from tap_apixx.schema_drift import DEFAULT_TYPE_ERRORS, SchemaDrift
 from tap_apixx.settings import DEFAULT_LOOKBACK_MINUTES
 from tap_apixx.transport import PAYLOAD_ATTR, response_body
+from tap_apixx.window import Window, mark_complete, parse_instant
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -90,7 +92,48 @@ class CanonicalStream(PageOutput, ApixxStream):
     def drift(self) -> SchemaDrift:
         props = self.schema["properties"]
         type_errors = self.config.get("type_errors", DEFAULT_TYPE_ERRORS)
-        return SchemaDrift(self.name, props, self.selected_fields, self.logger, type_errors)
+        new_fields = self.config.get("new_fields") or DEFAULT_NEW_FIELDS
+        return SchemaDrift(
+            self.name, props, self.selected_fields, self.logger, type_errors, new_fields=new_fields
+        )
+
+    @cached_property
+    def window(self) -> Window:
+        return Window.from_config(self.config)
+
+    # New fields (new_fields: load)
+
+    def add_properties(self, added: dict[str, t.Any]) -> None:
+        """Extend the schema (and the catalog's, and the stream map's) with new properties.
+
+        They are recorded in the stream's state (`new_fields`), so that later runs declare
+        them from the start with the same types, and a value that turns null is loaded too.
+        """
+        for attr in ("_schema", "_input_schema"):
+            schema = getattr(self, attr, None)
+            if schema is not None:  # a new dict: the SDK's mapper compares schemas by value
+                setattr(self, attr, {**schema, "properties": {**schema["properties"], **added}})
+        mapper = self._tap.mapper
+        raw = mapper.stream_maps[self.name][0].raw_schema
+        raw = {**raw, "properties": {**raw["properties"], **added}}
+        mapper.register_raw_stream_schema(self.name, raw, self.primary_keys)
+        self._stream_maps = mapper.stream_maps[self.name]
+        recorded = self.stream_state.get(NEW_FIELDS_KEY) or {}
+        self.stream_state[NEW_FIELDS_KEY] = {**recorded, **added}
+        for cached in ("selected_fields", "fields_param"):
+            self.__dict__.pop(cached, None)
+
+    def restore_new_fields(self) -> None:
+        """Declare the fields earlier runs added (before this run's SCHEMA message)."""
+        recorded = self.stream_state.get(NEW_FIELDS_KEY) or {}
+        missing = {k: v for k, v in recorded.items() if k not in self.schema["properties"]}
+        if missing:
+            self.add_properties(missing)
+            self.logger.info(
+                "Stream '%s': fields added by earlier runs: %s",
+                self.name,
+                ", ".join(sorted(missing)),
+            )
 
     def validate_response(self, response: requests.Response) -> None:
         """A 200 must carry a `data` list; one without it is treated like a truncated body."""
@@ -155,22 +198,42 @@ class CanonicalStream(PageOutput, ApixxStream):
 
     def request_records(self, context: Context | None) -> Iterator[dict]:
         paginator = self.get_new_paginator()
-        progress = SyncProgress(self, paginator.current_value.since)
-        while not paginator.finished:
+        progress = SyncProgress(self, paginator.current_value.since, self.window.end)
+        reached_end = self._starts_past_end(paginator.current_value.since)
+        while not (paginator.finished or reached_end):
             prepared = self._prepare_request(context=context, page=paginator)
             response = self.send(prepared, context)
             payload = response_body(response)
             records, cursor = payload.get("data") or [], payload.get("next_cursor")
-            page = Page(records, cursor, request_id(response))
+            inside = self.window.cut(records, "updated_at")  # end_date: the rest is not ours
+            reached_end = inside < len(records)
+            page = Page(records[:inside], cursor, request_id(response))
             fresh = paginator.take(page)
-            paginator.advance(page)  # type: ignore[arg-type]  # may refuse a giant tie group
-            self.drift.check(fresh, page.request_id)
+            if not reached_end:
+                paginator.advance(page)  # type: ignore[arg-type]  # may refuse a giant tie group
+            added = self.drift.check(fresh, page.request_id)
+            if added:
+                self.add_properties(added)
+                self._write_schema_message()  # before the first record that has them
             self.counts["records"] += len(fresh)
             yield from fresh
             self._checkpoint(paginator)
             progress.tick(paginator.last_ts, records[0].get("updated_at") if records else None)
+        mark_complete(self.stream_state)  # a windowed state now says its window is read whole
+        self.state_manager.is_flushed = False
         self.drift.summary()
         progress.summary(paginator.costs.describe())
+
+    def _starts_past_end(self, since: str | None) -> bool:
+        """With end_date: True when the bookmark is already at or past it (nothing to read)."""
+        if since is None or self.window.end is None:
+            return False
+        if parse_instant(since) < parse_instant(self.window.end):
+            return False
+        self.logger.info(
+            "Stream '%s': nothing to read before end_date %s", self.name, self.window.end
+        )
+        return True
 
 
 def canonical_streams(tap: Tap) -> list[CanonicalStream]:

@@ -10,6 +10,8 @@ from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 
 from tap_apixx.cli import OneLineErrors
+from tap_apixx.lifecycle import Lifecycle
+from tap_apixx.new_fields import DEFAULT_NEW_FIELDS, NEW_FIELDS_POLICIES
 from tap_apixx.ops_streams import DEFAULT_RUNS_LOOKBACK_HOURS, OPS_STREAMS, ops_streams
 from tap_apixx.output import SerialOutput
 from tap_apixx.pacing import RatePacer
@@ -36,7 +38,7 @@ if t.TYPE_CHECKING:
 MAX_PARALLEL_STREAMS = len(CANONICAL_ENTITIES) + len(OPS_STREAMS)  # one thread per stream
 
 
-class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
+class TapApixx(OneLineErrors, Lifecycle, CheckedSettings, ParallelSync, SerialOutput, Tap):
     """Singer tap for the APIXX canonical data layer and its ops API."""
 
     name = "tap-apixx"
@@ -78,6 +80,39 @@ class TapApixx(OneLineErrors, CheckedSettings, ParallelSync, SerialOutput, Tap):
             title="Start date",
             description="RFC 3339 timestamp; records updated before it are not synced. "
             "Absent: the whole history.",
+        ),
+        th.Property(
+            "end_date",
+            th.DateTimeType,
+            title="End date",
+            description="RFC 3339 timestamp, exclusive: records updated at or after it (runs "
+            "started at or after it) are not synced and the bookmark never passes it. With "
+            "start_date it makes a window; the state then records the window it covers. "
+            "Absent: up to now, a normal incremental run.",
+        ),
+        th.Property(
+            "rewind",
+            th.ArrayType(
+                th.ObjectType(
+                    th.Property("stream", th.StringType, required=True),
+                    th.Property("to", th.StringType, required=True),
+                    th.Property("id", th.StringType, required=True),
+                )
+            ),
+            title="Rewind",
+            description='Re-sync chosen streams only: a list of {"stream", "to": RFC 3339 '
+            'timestamp or "start", "id"}. Each moves that stream\'s bookmark back once; the '
+            "state records the id, so later runs leave it alone. Other streams' state is "
+            "untouched.",
+        ),
+        th.Property(
+            "new_fields",
+            th.StringType(allowed_values=list(NEW_FIELDS_POLICIES)),
+            default=DEFAULT_NEW_FIELDS,
+            title="New fields",
+            description="A field the API sends that the schema lacks: warn (drop it, warn once), "
+            "load (add it to the SCHEMA as a nullable column, type inferred, JSON text when "
+            "mixed) or fail (stop with one line naming it).",
         ),
         th.Property(
             "page_size",
