@@ -49,11 +49,13 @@ def test_demo_syncs_churns_and_syncs_only_the_changes(tmp_path):
         assert synced == changed, f"{entity}: the second run synced {synced} records, {changed} changed"
     assert "Revenue by day" in second
     # then APIXX deletes and merges records; the demo ends with a clean reconcile of its warehouse
-    first, marked = proc.stdout.split("== meltano invoke tap-apixx:reconcile")[1:]
-    assert re.search(r"^customer\s+\d+\s+\d+\s+12\s+0\s+4\s", first, re.MULTILINE), first  # 8 + 4 gone, 4 survivors
-    assert re.search(r"^order\s+\d+\s+\d+\s+5\s", first, re.MULTILINE), first
-    assert "customer: marked 12" in marked and "No drift: the warehouse equals APIXX." in marked
-    live = re.findall(r"^(customer|order)\s+(\d+)\s+(\d+)\s+(\d+)$", marked, re.MULTILINE)
+    marking, last = proc.stdout.split("== meltano invoke tap-apixx:reconcile")[1:]
+    assert re.search(r"^customer\s+\d+\s+\d+\s+12\s+0\s+0\s", marking, re.MULTILINE), marking  # 8 + 4 gone
+    assert re.search(r"^order\s+\d+\s+\d+\s+5\s", marking, re.MULTILINE), marking
+    assert "customer: marked 12" in marking and "order: marked 5" in marking
+    assert re.search(r"^total(\s+\d+){2}\s+0\s+0\s+0\s+17\s+0$", last, re.MULTILINE), last  # clean; 17 marked
+    assert "No drift: the warehouse equals APIXX." in last
+    live = re.findall(r"^(customer|order)\s+(\d+)\s+(\d+)\s+(\d+)$", last, re.MULTILINE)
     assert [(e, api == rows) for e, api, rows, _ in live] == [("customer", True), ("order", True)]
     # the demo keeps to its own state id: a user's own job state is left exactly as it was
     assert "2020-01-01T00:00:00.000Z" in meltano_state(tmp_path, "get", USER_STATE_ID).stdout

@@ -198,9 +198,13 @@ def _notes(outcome: Outcome, drifts: list[EntityDrift], actions: Actions) -> lis
                 f"(re-reads {plan['records']} records from {plan['from']}; the "
                 f"bookmark stays):\n  {plan['command']}"
             )
-    verdict = (
-        "No drift: the warehouse equals APIXX."
-        if outcome.remaining_drift == 0
-        else f"Drift: {outcome.remaining_drift} row(s) differ from APIXX."
-    )
+    fixed = sum(d.get("marked", 0) + d.get("deleted", 0) for d in outcome.acted.values())
+    if outcome.remaining_drift:
+        verdict = f"Drift: {outcome.remaining_drift} row(s) differ from APIXX."
+        if fixed:
+            verdict = f"Drift left after acting on {fixed} gone row(s): {outcome.remaining_drift}."
+    elif fixed:
+        verdict = f"No drift left: the {fixed} gone row(s) above are dealt with; the warehouse equals APIXX."
+    else:
+        verdict = "No drift: the warehouse equals APIXX."
     return ["", *notes, *([""] if notes else []), verdict]
