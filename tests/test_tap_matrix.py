@@ -1,6 +1,6 @@
 """The tap against every paging semantics the emulator can take: cursor exclusive/inclusive x
 updated_since inclusive/exclusive x ms/µs stamps x page_size 100/1000, compared with the
-ground truth; an incremental run after tied churn; kill-and-resume under the exclusive modes.
+ground truth; an incremental run after tied churn; kill-and-resume under exclusive `updated_since`.
 
 One emulator for the module, switched between modes by the control plane's reset.
 """
@@ -119,8 +119,7 @@ def incremental_after_tied_churn(emu: EmulatorProcess, config: dict, state: dict
     assert sorted(looked_back.ids(ENTITY)) == sorted(window)  # the lookback window, nothing else
 
 
-KILL_MODES = [("exclusive", "exclusive", "ms"), ("exclusive", "exclusive", "us"),
-              ("inclusive", "exclusive", "us")]
+KILL_MODES = [("exclusive", "exclusive", "ms"), ("inclusive", "exclusive", "us")]
 
 
 @pytest.mark.parametrize(("cursor", "since", "precision"), KILL_MODES, ids=["-".join(m) for m in KILL_MODES])
@@ -132,7 +131,7 @@ def test_killed_under_exclusive_since_resumes_without_loss(emu, cursor, since, p
     records: list[dict] = []
     distinct: set[str] = set()
     state: dict | None = None
-    kills = [300, 1100, 1900]  # distinct records read before each SIGKILL
+    kills = [700, 1900]  # distinct records read before each SIGKILL
     for run in range(len(kills) + 1):
         with TapProcess(tmp_path / f"run{run}", config, [ENTITY], state) as tap:
             for message in tap.messages():
