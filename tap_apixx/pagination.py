@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_apixx.bookmarks import Stamp, format_stamp, parse_stamp
+from tap_apixx.bookmarks import Stamp, format_stamp, instant_ns, parse_stamp
 from tap_apixx.errors import (
     BoundaryCheckError,
     OutOfOrderError,
@@ -155,91 +155,101 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
 
     def take(self, page: Page) -> list[dict[str, t.Any]]:
         """Return the records of `page` not emitted before; check it; plan the next request."""
-        asked = self.current_value
-        since = parse_stamp(asked.since)
+        records, stamps = page.records, self._stamps(page)
         floor, known = self.floor, self.boundary.ids if self.boundary.ts else set()
-        fresh: list[dict[str, t.Any]] = []
-        at_floor: set[str] = set()
-        later: dict[str, Stamp] = {}  # ids read past the floor, with their instant
-        stamps = self._stamps(page)
-        resume = self.resume.stamp  # parsed once a page, not once a record
-        resume_ns = resume.ns if resume is not None else None
-        for record, stamp in zip(page.records, stamps):
-            cid = record["canonical_id"]
-            if since is not None and stamp.ns <= since.ns:
-                self._check_not_before_since(stamp, since, asked, page)
-            if floor is not None and stamp.ns < floor.ns:
-                self.costs.reread += 1
-                continue
-            if floor is not None and stamp.ns == floor.ns:
-                at_floor.add(cid)
-                if cid in known:
-                    self.costs.reread += 1
-                    continue
-            else:
-                later[cid] = stamp
-            if resume_ns is not None and stamp.ns == resume_ns and self._resumed(stamp, cid):
-                continue
-            fresh.append(record)
-        end = page.next_cursor is None or not page.records
+        start = self._past_floor(page, stamps)  # records before it: at or before the floor
+        at_floor = {
+            r["canonical_id"] for r, ns in zip(records[:start], stamps) if floor and ns == floor.ns
+        }
+        new_at_floor = at_floor - known
+        fresh = [r for r in records[:start] if r["canonical_id"] in new_at_floor]
+        self.costs.reread += start - len(fresh)
+        later = {r["canonical_id"]: ns for r, ns in zip(records[start:], stamps[start:])}
+        resume = self.resume.stamp
+        if resume and stamps and start < len(stamps) and stamps[start] <= resume.ns <= stamps[-1]:
+            fresh += [
+                r for r, ns in zip(records[start:], stamps[start:]) if not self._resumed(ns, r)
+            ]
+        else:
+            fresh += records[start:]
+        end = page.next_cursor is None or not records
         if floor is not None and known and (later or end):  # the page read past the floor
             self._check_came_back(floor, known - at_floor, later, stamps, page)
         self._check_resume(stamps, end, later, page)
         self._plan_next(page, stamps, at_floor | known)
         return fresh
 
-    def _stamps(self, page: Page) -> list[Stamp]:
-        """The instant of every record, checked present and ascending."""
-        stamps: list[Stamp] = []
-        append, previous = stamps.append, None
+    def _stamps(self, page: Page) -> list[int]:
+        """The instant (ns) of every record, each checked to have an id and to ascend."""
+        stamps: list[int] = []
+        last_text, last_ns, digits = None, -(2**63), self.digits_seen or 0
         for index, record in enumerate(page.records):
-            cid, ts = _keys(record)
-            if previous is not None and ts == previous.text:  # a tie: the same instant
-                stamp: Stamp | None = previous
-            else:
-                stamp = parse_stamp(ts)
-            if not (isinstance(cid, str) and cid and stamp):
+            if type(record) is not dict:
                 self._raise_bad_record(index, record, page)
-            if previous is not None and stamp.ns < previous.ns:
-                self._raise_out_of_order(stamp, previous, page)
-            append(stamp)
-            previous = stamp
+            ts = record.get("updated_at")
+            if ts != last_text or not isinstance(ts, str):  # a tie repeats the previous instant
+                parsed = instant_ns(ts)
+                if parsed is None:
+                    self._raise_bad_record(index, record, page)
+                if parsed[0] < last_ns:
+                    self._raise_out_of_order(ts, last_text, page)
+                (last_ns, found), last_text = parsed, ts
+                digits = max(digits, found)
+            cid = record.get("canonical_id")
+            if not (isinstance(cid, str) and cid):
+                self._raise_bad_record(index, record, page)
+            stamps.append(last_ns)
         if stamps:
-            self.digits_seen = max(self.digits_seen or 0, *(s.digits for s in stamps))
+            self.digits_seen = digits
         return stamps
 
-    def _check_not_before_since(self, stamp: Stamp, since: Stamp, asked: PageRequest, page: Page) -> None:
-        if stamp.ns == since.ns and self.stepped_back:
+    def _past_floor(self, page: Page, stamps: list[int]) -> int:
+        """Index of the first record past the floor; checks the records before it against
+        `updated_since` (none may precede it; one at it shows an inclusive server)."""
+        since = parse_stamp(self.current_value.since)
+        bound = max(since.ns if since else -(2**63), self.floor.ns if self.floor else -(2**63))
+        index = 0
+        while index < len(stamps) and stamps[index] <= bound:
+            if since is not None and stamps[index] <= since.ns:
+                self._check_not_before_since(stamps[index], page.records[index], since, page)
+            index += 1
+        return index
+
+    def _check_not_before_since(
+        self, ns: int, record: dict[str, t.Any], since: Stamp, page: Page
+    ) -> None:
+        if ns == since.ns and self.stepped_back:
             self.inclusive = True  # an exclusive server never returns the instant asked
             return
-        if stamp.ns < since.ns:
+        if ns < since.ns:
             msg = (
-                f"{self.entity}: asked updated_since={asked.since}, the API returned a record "
-                f"updated at {stamp.text}, before that instant (request_id={page.request_id}); it "
-                "does not filter as the tap assumes, so paging could skip records. Stopping."
+                f"{self.entity}: asked updated_since={since.text}, the API returned a record "
+                f"updated at {record['updated_at']}, before that instant (request_id="
+                f"{page.request_id}); it does not filter as the tap assumes, so paging could "
+                "skip records. Stopping."
             )
             raise BoundaryCheckError(msg)
 
-    def _resumed(self, stamp: Stamp, cid: str) -> bool:
+    def _resumed(self, ns: int, record: dict[str, t.Any]) -> bool:
         """True for an id the previous run already emitted at its bookmark's instant."""
         resume = self.resume.stamp
-        if resume is None or stamp.ns != resume.ns:
+        if resume is None or ns != resume.ns:
             return False
-        self.resume_read.add(cid)
-        return cid in self.resume.ids
+        self.resume_read.add(record["canonical_id"])
+        return record["canonical_id"] in self.resume.ids
 
     # The boundary checks
 
     def _check_came_back(
-        self, floor: Stamp, missing: set[str], later: dict[str, Stamp], stamps: list[Stamp], page: Page
+        self, floor: Stamp, missing: set[str], later: dict[str, int], stamps: list[int], page: Page
     ) -> None:
         """Ids read at the boundary that the re-read did not return must have moved or gone."""
         unexplained = self._unexplained(floor, missing, later)
         if not unexplained:
             return
         known, lost = len(self.boundary.ids), len(unexplained)
-        if not stamps or stamps[0].ns > floor.ns:
-            first = stamps[0].text if stamps else "nothing"
+        if not stamps or stamps[0] > floor.ns:
+            first = page.records[0]["updated_at"] if stamps else "nothing"
             detail = (
                 f"the page asked from updated_since={self.current_value.since} starts at {first}, "
                 f"after the boundary {floor.text}, and {lost} of the {known} ids already read "
@@ -249,10 +259,12 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
             detail = f"{lost} of the {known} ids already read at the boundary {floor.text} did not come back"
         self._raise_skipped(detail, unexplained, page)
 
-    def _check_resume(self, stamps: list[Stamp], end: bool, later: dict[str, Stamp], page: Page) -> None:
+    def _check_resume(
+        self, stamps: list[int], end: bool, later: dict[str, int], page: Page
+    ) -> None:
         """Once paging passes the bookmark's instant, the ids emitted there before must be back."""
         resume = self.resume.stamp
-        if resume is None or not (end or (stamps and stamps[-1].ns > resume.ns)):
+        if resume is None or not (end or (stamps and stamps[-1] > resume.ns)):
             return
         emitted, missing = len(self.resume.ids), self.resume.ids - self.resume_read
         unexplained = self._unexplained(resume, missing, later)
@@ -264,7 +276,7 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
             )
             self._raise_skipped(detail, unexplained, page)
 
-    def _unexplained(self, at: Stamp, missing: set[str], later: dict[str, Stamp]) -> dict[str, str]:
+    def _unexplained(self, at: Stamp, missing: set[str], later: dict[str, int]) -> dict[str, str]:
         """Missing ids that were not updated past `at` nor deleted: id -> what GET shows."""
         unexplained: dict[str, str] = {}
         for cid in sorted(missing):
@@ -293,12 +305,17 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
 
     # Planning the next request
 
-    def _plan_next(self, page: Page, stamps: list[Stamp], at_floor: set[str]) -> None:
+    def _plan_next(self, page: Page, stamps: list[int], at_floor: set[str]) -> None:
         """Move the boundary to the page's last instant and choose the next request."""
         asked, floor = self.current_value, self.floor
-        if stamps and (floor is None or stamps[-1].ns > floor.ns):
-            last = stamps[-1]
-            tail = {r["canonical_id"] for r, s in zip(page.records, stamps) if s.ns == last.ns}
+        if stamps and (floor is None or stamps[-1] > floor.ns):
+            last = parse_stamp(page.records[-1]["updated_at"])
+            assert last is not None  # checked by _stamps
+            tail = set()
+            for record, ns in zip(reversed(page.records), reversed(stamps)):
+                if ns != last.ns:
+                    break
+                tail.add(record["canonical_id"])
             self.floor, self.boundary, self.last_ts = last, SeenAt(last.text, tail), last.text
             if self.resume.stamp and self.resume.stamp.ns == last.ns:
                 self.boundary.ids |= self.resume.ids  # emitted by the previous run: the
@@ -312,7 +329,9 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         else:
             self._next = None  # an empty page: nothing is left
 
-    def _stalled(self, page: Page, stamps: list[Stamp], floor: Stamp, asked: PageRequest) -> PageRequest | None:
+    def _stalled(
+        self, page: Page, stamps: list[int], floor: Stamp, asked: PageRequest
+    ) -> PageRequest | None:
         """The page got no further than the boundary: read it again, wider or from the instant."""
         full = len(page.records) >= asked.limit
         if page.next_cursor is None or not full:
@@ -323,7 +342,7 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         if asked.limit < MAX_PAGE_SIZE:
             self.costs.widened += 1
             return self._request(floor, MAX_PAGE_SIZE)
-        if sum(1 for s in stamps if s.ns == floor.ns) >= asked.limit:
+        if stamps.count(floor.ns) >= asked.limit:
             self._raise_tie_too_large(floor, page)
         msg = (
             f"{self.entity}: paging made no progress past {floor.text}: a full page of "
@@ -363,10 +382,10 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         )
         raise BadRecordError(msg)
 
-    def _raise_out_of_order(self, stamp: Stamp, last: Stamp, page: Page) -> t.NoReturn:
+    def _raise_out_of_order(self, ts: t.Any, last: t.Any, page: Page) -> t.NoReturn:
         msg = (
-            f"{self.entity}: the API returned updated_at {stamp.text} after {last.text}, not "
-            f"ascending (request_id={page.request_id}); stopping rather than risk losing records."
+            f"{self.entity}: the API returned updated_at {ts} after {last}, not ascending "
+            f"(request_id={page.request_id}); stopping rather than risk losing records."
         )
         raise OutOfOrderError(msg)
 
@@ -397,4 +416,3 @@ class StartingAfterPaginator(BaseAPIPaginator[str | None]):
 
     def get_next(self, response: t.Any) -> str | None:
         return response_body(response)["data"][-1]["id"]
-
