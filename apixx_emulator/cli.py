@@ -22,7 +22,7 @@ SHUTDOWN_GRACE_SECONDS = 2  # on SIGTERM, requests still running after this are 
 EPILOG = """built-in keys (used when --keys-file is not given):
 """ + "\n".join(f"  {k['key']:<32} tenant={k['tenant']:<7} scopes={' '.join(k['scopes'])}" for k in DEFAULT_KEYS) + """
 
-control plane (no key, loopback only; see the README):
+control plane (no key, loopback only; see docs/emulator.md):
   data:     POST /_emulator/reset (also switches cursor_mode, since_mode, timestamp_precision), POST /_emulator/churn, GET /_emulator/records/{entity}?tenant=&env=
   faults:   POST|GET|DELETE /_emulator/faults, POST|GET|DELETE /_emulator/bad-data, POST /_emulator/limits
   requests: GET|DELETE /_emulator/stats, GET /_emulator/health

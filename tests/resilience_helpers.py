@@ -80,7 +80,7 @@ def no_secrets_anywhere() -> t.Iterator[SecretScan]:
     assert not SCAN.hits, "\n".join(SCAN.hits)
 
 
-# Figures for the README: output/resilience-figures.json, {profile: {section: figures}}.
+# Figures for docs/reliability.md: output/resilience-figures.json, {profile: {section: figures}}.
 
 def record_figures(profile: str, section: str, figures: t.Any) -> None:
     FIGURES.parent.mkdir(parents=True, exist_ok=True)

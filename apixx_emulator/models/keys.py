@@ -24,7 +24,7 @@ class ApiKey:
 
 
 ALL_SCOPES = ("data:read", "flows:read", "flows:write")
-DEFAULT_KEYS = [  # documented in the README; the demo and the tests use them
+DEFAULT_KEYS = [  # documented in docs/emulator.md; the demo and the tests use them
     {"key": "apx_live_acme_4f9c2e1a7b3d", "tenant": "acme", "scopes": list(ALL_SCOPES)},
     {"key": "apx_test_acme_8d2b6f0c4e1a", "tenant": "acme", "scopes": list(ALL_SCOPES)},
     {"key": "apx_live_globex_3a7e9c1d5b2f", "tenant": "globex", "scopes": list(ALL_SCOPES)},
