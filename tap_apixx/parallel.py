@@ -32,8 +32,9 @@ class ParallelSync(Tap):
         self.prepare_state()
         workers = self.parallel_streams
         self.before_sync()
+        open_bookmarks(self)  # the first STATE below then carries every stream, unmoved
         if workers <= 1:
-            super().sync_all()
+            super().sync_all()  # writes that first STATE too: the state is no longer empty
             return
         self._reset_state_progress_markers()
         self._set_compatible_replication_methods()
@@ -53,6 +54,23 @@ class ParallelSync(Tap):
 
     def prepare_state(self) -> None:
         """Ready the input state before the first STATE message (lifecycle.py: rewinds, windows)."""
+
+
+def open_bookmarks(tap: Tap) -> None:
+    """Create each stream's bookmark entry, so that the sync's first STATE holds them all.
+
+    A run without input state would otherwise write its first STATE after the first page of
+    some stream, carrying that page's bookmark. Targets built like the Singer reference
+    targets (pipelinewise; target-duckdb 0.8.0) take the first STATE they receive as already
+    confirmed (`flushed_state`) and later emit it, with only the flushed streams updated:
+    the page's bookmark would be confirmed while its records still wait in the target's
+    batch, and a kill then loses that page. A first STATE written before any record, with
+    every stream present but none moved, is safe to confirm; an empty `{}` would not do, as
+    those targets skip a falsy state.
+    """
+    for stream in tap.streams.values():
+        if (stream.selected or stream.has_selected_descendents) and not stream.parent_stream_type:
+            _ = stream.stream_state
 
 
 def streams_to_sync(tap: Tap) -> list[Stream]:
