@@ -14,9 +14,16 @@ the records already written would let a kill lose them. Two rules, checked on wh
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import typing as t
+from pathlib import Path
 
+import duckdb
 import pytest
+from e2e_helpers import ROOT, meltano_available
 from test_tap_support import config_for, run_tap
 
 from tap_apixx.bookmarks import SEEN_KEY, Stamp, parse_stamp
@@ -134,3 +141,77 @@ def test_the_checker_sees_a_state_ahead_of_its_page() -> None:
         "2026-01-01T00:00:02.000Z"
     )]
     assert first_state_problems([record("a", "2026-01-01T00:00:01.000Z"), state], None)
+
+
+# The same through the real target-duckdb: a STATE it confirms never covers a row it has not loaded
+
+TARGET = ROOT / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "target-duckdb"
+
+
+def flush_points(messages: list[dict], batch_rows: int) -> list[int]:
+    """The lines after which target-duckdb flushes a stream's full batch (and confirms STATE):
+    when a stream's distinct keys since its last flush reach `batch_rows`."""
+    pending: dict[str, set[str]] = {}
+    points = []
+    for index, message in enumerate(messages):
+        if message["type"] == "RECORD":
+            keys = pending.setdefault(message["stream"], set())
+            keys.add(message["record"]["canonical_id"])
+            if len(keys) >= batch_rows:
+                keys.clear()
+                points.append(index)
+    return points
+
+
+def confirmed_then_killed(messages: list[dict], workdir: Path, batch_rows: int) -> tuple[dict, dict]:
+    """Feed target-duckdb the lines up to its first flush, read the STATE it confirms, SIGKILL
+    it there (it waits for more input, so nothing else is loaded) and read what it loaded."""
+    workdir.mkdir()
+    config = {"filepath": str(workdir / "w.duckdb"), "default_target_schema": "apixx",
+              "batch_size_rows": batch_rows}
+    (workdir / "config.json").write_text(json.dumps(config))
+    cut = flush_points(messages, batch_rows)[0]
+    with subprocess.Popen([str(TARGET), "--config", str(workdir / "config.json")], text=True,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, start_new_session=True) as target:
+        assert target.stdin and target.stdout
+        try:
+            target.stdin.write("".join(json.dumps(m) + "\n" for m in messages[: cut + 1]))
+            target.stdin.flush()
+            confirmed = json.loads(target.stdout.readline())
+        finally:
+            os.killpg(target.pid, signal.SIGKILL)
+    con = duckdb.connect(str(workdir / "w.duckdb"), read_only=True)
+    try:
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'apixx'").fetchall()]
+        loaded = {s: {r[0] for r in con.execute(f'SELECT canonical_id FROM apixx."{s}"').fetchall()}
+                  for s in tables}
+    finally:
+        con.close()
+    return confirmed, loaded
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not TARGET.exists(), reason=str(meltano_available() or f"{TARGET} is missing"))
+@pytest.mark.parametrize("workers", [1, 4])
+def test_target_duckdb_confirms_no_page_it_has_not_loaded(emulator_factory, tmp_path, workers) -> None:
+    """A first sync (no state) into target-duckdb, killed right after its first confirmed STATE:
+    every record that STATE covers is in the warehouse. Sequentially, customer (100 records)
+    is read before order (400); order's first flush at 300 rows confirms a STATE while
+    customer's rows still wait in their batch."""
+    emu = emulator_factory(records_per_entity=400, records_for=["customer=100"])
+    config = config_for(emu, page_size=50, max_parallel_streams=workers, semantics_probe=False)
+    messages = run_tap(config, streams=["customer", "order"]).messages
+    confirmed, loaded = confirmed_then_killed(messages, tmp_path / "target", batch_rows=300)
+    lost = {}
+    for message in messages:
+        if message["type"] == "RECORD":
+            stream, record = message["stream"], message["record"]
+            stamp = parse_stamp(record["updated_at"])
+            assert stamp is not None
+            if covers(confirmed, stream, record["canonical_id"], stamp) and \
+                    record["canonical_id"] not in loaded.get(stream, set()):
+                lost[stream] = lost.get(stream, 0) + 1
+    marks = {s: b.get("replication_key_value") for s, b in confirmed["bookmarks"].items()}
+    assert lost == {}, f"target-duckdb confirmed {marks}, yet these records are not loaded"
