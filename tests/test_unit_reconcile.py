@@ -64,6 +64,14 @@ def test_records_before_start_date_are_not_missing():
     assert compare("customer", {}, None, CUTOFF).table_missing is True
 
 
+def test_records_at_or_after_end_date_are_neither_missing_nor_stale():
+    api = {A: T0 + 100, B: T0 + 200, D: T0 + 50}
+    rows = {A: (T0, False), B: (T0, False)}  # a window job: A and B changed after its end
+    drift = compare("customer", api, rows, CUTOFF, start_us=None, end_us=T0 + 100)
+    assert drift.drift == 1 and drift.missing == {D: T0 + 50}  # D is inside the window
+    assert drift.after_end == 2
+
+
 def test_a_warehouse_row_newer_than_the_api_is_drift_too():
     drift = compare("customer", {A: T0}, {A: (T0 + 1, False)}, CUTOFF)
     assert drift.ahead == {A: (T0 + 1, T0)} and drift.drift == 1
@@ -98,6 +106,7 @@ def test_a_catalogs_selected_streams(tmp_path):
 
 def test_the_warehouse_from_a_loaders_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("MELTANO_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.delenv("MELTANO_EXTRACT__LOAD_SCHEMA", raising=False)
     duck = from_loader_settings("target-duckdb", {"filepath": "output/w.duckdb"}, None)
     assert (duck.kind, duck.location, duck.schema) == ("duckdb", str(tmp_path / "output/w.duckdb"), "apixx")
     pg = from_loader_settings("target-postgres", {"host": "db", "port": 5433, "user": "u",
@@ -109,6 +118,11 @@ def test_the_warehouse_from_a_loaders_settings(tmp_path, monkeypatch):
         from_loader_settings("target-x", {"batch_size": 5}, None)
     with pytest.raises(ReconcileError, match="say where the warehouse is"):
         resolve(None, None, None, None)
+    # the loaders take their schema from the extractor's load_schema (one per tenant)
+    monkeypatch.setenv("MELTANO_EXTRACT__LOAD_SCHEMA", "apixx_acme")
+    assert from_loader_settings("target-duckdb", {"filepath": "/w.duckdb"}, None).schema == "apixx_acme"
+    assert resolve("/w.duckdb", None, None, None).schema == "apixx_acme"
+    assert resolve("/w.duckdb", None, None, "mine").schema == "mine"
 
 
 def test_passwords_never_reach_a_message():
@@ -128,7 +142,7 @@ def test_the_resync_command_rereads_one_entity_without_moving_the_bookmark(monke
 def outcome_of(drifts: dict, acted: dict | None = None) -> Outcome:
     sweeps = {name: Sweep(name, {A: T0, B: T0 + 10, D: T0 + 5}, requests=1) for name in drifts}
     return Outcome(warehouse="DuckDB w (schema apixx)", loader="target-duckdb",
-                   started_at=from_us(CUTOFF), cutoff=from_us(CUTOFF), start_date=None,
+                   started_at=from_us(CUTOFF), cutoff=from_us(CUTOFF), start_date=None, end_date=None,
                    entities=drifts, sweeps=sweeps, sweep_seconds=2.0, requests=30,
                    acted=acted or {})
 

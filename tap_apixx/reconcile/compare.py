@@ -25,6 +25,7 @@ class EntityDrift:
     marked: int = 0  # marked deleted earlier and still gone: as it should be
     changed_during_sweep: int = 0  # left out: updated_at at or after the sweep began
     before_start: int = 0  # in APIXX, updated before start_date: not synced, by design
+    after_end: int = 0  # in APIXX, updated at or after end_date: not synced, by design
 
     @property
     def drift(self) -> int:
@@ -48,13 +49,19 @@ class EntityDrift:
 
 
 def compare(
-    entity: str, api: dict[str, int], rows: Rows | None, cutoff_us: int, start_us: int | None = None
+    entity: str,
+    api: dict[str, int],
+    rows: Rows | None,
+    cutoff_us: int,
+    start_us: int | None = None,
+    end_us: int | None = None,
 ) -> EntityDrift:
     """`api`: id -> updated_at (µs) swept; `rows`: the warehouse's (None: no table).
 
     `cutoff_us` is the sweep's start: a record whose updated_at, on either side, is at or after
-    it changed during the sweep and is left out. `start_us` (start_date): APIXX records updated
-    before it are not synced, so their absence from the warehouse is not drift.
+    it changed during the sweep and is left out. `start_us` and `end_us` (start_date, and the
+    exclusive end_date): the window the tap syncs; an APIXX record updated outside it is not
+    expected in the warehouse (nor its latest version), so that is not drift.
     """
     drift = EntityDrift(entity, in_api=len(api), table_missing=rows is None)
     rows = rows or {}
@@ -63,6 +70,8 @@ def compare(
         api_us = api.get(cid)
         if (loaded_us is not None and loaded_us >= cutoff_us) or (api_us or 0) >= cutoff_us:
             drift.changed_during_sweep += 1
+        elif api_us is not None and end_us is not None and api_us >= end_us:
+            drift.after_end += 1
         elif api_us is None:
             if marked:
                 drift.marked += 1
@@ -77,6 +86,8 @@ def compare(
             drift.changed_during_sweep += 1
         elif start_us is not None and api_us < start_us:
             drift.before_start += 1
+        elif end_us is not None and api_us >= end_us:
+            drift.after_end += 1
         else:
             drift.missing[cid] = api_us
     return drift

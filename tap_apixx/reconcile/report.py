@@ -89,6 +89,7 @@ def as_json(outcome: Outcome, actions: Actions) -> str:
             "marked_earlier": drift.marked,
             "changed_during_sweep": drift.changed_during_sweep,
             "before_start_date": drift.before_start,
+            "after_end_date": drift.after_end,
             **{k: v[:MAX_IDS] for k, v in lists.items()},
             "ids_truncated": any(len(v) > MAX_IDS for v in lists.values()),
             "resync": resync(outcome, drift),
@@ -101,6 +102,7 @@ def as_json(outcome: Outcome, actions: Actions) -> str:
         "sweep_started_at": outcome.started_at,
         "cutoff": outcome.cutoff,
         "start_date": outcome.start_date,
+        "end_date": outcome.end_date,
         "drift": sum(d.drift for d in outcome.entities.values()),
         "remaining_drift": outcome.remaining_drift,
         "requests": budget(outcome),
@@ -176,6 +178,13 @@ def _notes(outcome: Outcome, drifts: list[EntityDrift], actions: Actions) -> lis
         notes.append(
             f"{name}: {len(ids)} row(s) missed by the sweep still answer GET by id; "
             "not touched (run reconcile again)."
+        )
+    outside = sum(d.before_start + d.after_end for d in drifts)
+    if outside:
+        window = f"from {outcome.start_date or 'the beginning'} to {outcome.end_date or 'now'}"
+        notes.append(
+            f"{outside} APIXX record(s) lie outside the window the tap syncs ({window}): "
+            "not expected in the warehouse, not drift."
         )
     revived = sum(len(d.revived) for d in drifts)
     if revived and not actions.any:

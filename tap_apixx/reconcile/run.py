@@ -40,6 +40,7 @@ class Outcome:
     started_at: str
     cutoff: str
     start_date: str | None
+    end_date: str | None
     entities: dict[str, EntityDrift]
     sweeps: dict[str, Sweep]
     sweep_seconds: float
@@ -81,8 +82,12 @@ class Reconcile:
         try:
             if self.actions.any:
                 warehouse.check_writable()  # before the sweep spends the key's budget
-            start_date = self.tap.config.get("start_date")
+            start_date, end_date = (
+                self.tap.config.get("start_date"),
+                self.tap.config.get("end_date"),
+            )
             start_us = to_us(start_date) if start_date else None
+            end_us = to_us(end_date) if end_date else None
             sweep = SweepRun(self.tap, self.entities, self._sweep_from(warehouse, start_us))
             self.logger.info(
                 "Sweeping %d entit%s of APIXX (ids and updated_at only) ...",
@@ -92,7 +97,7 @@ class Reconcile:
             sweeps = sweep.run()
             cutoff = sweep.cutoff_us // 1000 * 1000  # whole ms, as the API stamps records
             drifts = {
-                e: compare(e, sweeps[e].ids, warehouse.rows(e), cutoff, start_us)
+                e: compare(e, sweeps[e].ids, warehouse.rows(e), cutoff, start_us, end_us)
                 for e in self.entities
             }  # read after the sweep: see docs/reconcile.md
             outcome = Outcome(
@@ -101,6 +106,7 @@ class Reconcile:
                 started_at=from_us(to_us(sweep.started_at) // 1000 * 1000),
                 cutoff=from_us(cutoff),
                 start_date=from_us(start_us) if start_us is not None else None,
+                end_date=from_us(end_us) if end_us is not None else None,
                 entities=drifts,
                 sweeps=sweeps,
                 sweep_seconds=sweep.seconds,

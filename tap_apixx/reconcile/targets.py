@@ -14,7 +14,15 @@ from urllib.parse import quote as urlquote
 from tap_apixx.reconcile.errors import ReconcileError
 from tap_apixx.reconcile.warehouse import DuckDBWarehouse, PostgresWarehouse, Warehouse
 
-DEFAULT_SCHEMA = "apixx"  # meltano.yml's default_target_schema for both loaders
+DEFAULT_SCHEMA = "apixx"  # the tap's load_schema in meltano.yml, which both loaders use
+
+
+def default_schema() -> str:
+    """The extractor's load_schema under Meltano (the loaders' `$MELTANO_EXTRACT__LOAD_SCHEMA`,
+    one per tenant), else apixx."""
+    return os.environ.get("MELTANO_EXTRACT__LOAD_SCHEMA") or DEFAULT_SCHEMA
+
+
 MELTANO_TIMEOUT = 180  # seconds for `meltano config print`, which starts Meltano once
 
 
@@ -40,10 +48,12 @@ def resolve(
     if duckdb and postgres_url:
         raise ReconcileError("give one warehouse: --duckdb or --postgres-url, not both")
     if duckdb:
-        return WarehouseSpec("duckdb", duckdb, schema or DEFAULT_SCHEMA, target or "target-duckdb")
+        return WarehouseSpec(
+            "duckdb", duckdb, schema or default_schema(), target or "target-duckdb"
+        )
     if postgres_url:
         return WarehouseSpec(
-            "postgres", postgres_url, schema or DEFAULT_SCHEMA, target or "target-postgres"
+            "postgres", postgres_url, schema or default_schema(), target or "target-postgres"
         )
     if target:
         return from_loader_settings(target, meltano_config(target), schema)
@@ -57,7 +67,7 @@ def from_loader_settings(
     loader: str, settings: dict[str, t.Any], schema: str | None
 ) -> WarehouseSpec:
     """A target-duckdb or target-postgres configuration, as `meltano config print` shows it."""
-    schema = schema or settings.get("default_target_schema") or DEFAULT_SCHEMA
+    schema = schema or settings.get("default_target_schema") or default_schema()
     if settings.get("filepath") or settings.get("path"):
         path = Path(str(settings.get("filepath") or settings.get("path")))
         if not path.is_absolute():
