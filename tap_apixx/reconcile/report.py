@@ -159,7 +159,7 @@ def _cost_line(outcome: Outcome) -> str:
     cost = budget(outcome)
     confirm = f" + {cost['confirm']} to confirm gone rows" if cost["confirm"] else ""
     return (
-        f"Cost: {cost['sweep']} requests{confirm} in {cost['sweep_seconds']:.1f} s of sweep = "
+        f"Cost: {cost['sweep']} request{'' if cost['sweep'] == 1 else 's'}{confirm} in {cost['sweep_seconds']:.1f} s of sweep = "
         f"{cost['budget_minutes']:.2f} min of the key's {cost['limit_per_minute']}/min read "
         f"budget ({100 * cost['budget_share']:.1f}% of the budget while it ran)."
     )
