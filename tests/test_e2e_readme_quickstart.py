@@ -81,6 +81,7 @@ def test_the_readme_quick_start_as_written(tmp_path: Path) -> None:
             ops = emulator.control("GET", f"/_emulator/ops/{kind}", params={"tenant": "acme", "env": "live"})
             loaded = {row[0] for row in warehouse.sql(f"SELECT id FROM apixx.{kind}").fetchall()}
             assert loaded == {item["id"] for item in ops["data"]}, kind
+        warehouse.close()  # DuckDB allows one writer or many readers per file, not both
         assert "No drift" in text and "Traceback" not in text
         assert text.count("Run completed") == 2  # both meltano runs
         query = query_block()  # the README's look at the data, run as written too
@@ -89,6 +90,13 @@ def test_the_readme_quick_start_as_written(tmp_path: Path) -> None:
         assert shown.returncode == 0, shown.stderr
         counts = [int(n) for n in re.findall(r"│\s*\w+\s*│\s*(\d+)\s*│", shown.stdout)]
         assert sum(counts) == len(emulator.ground_truth("order")), shown.stdout
+        # the README's query opened the file with the .venv's DuckDB, read-only; the loader's own
+        # (older) DuckDB must still open it, or the next `meltano run` would fail
+        target_python = PLUGINS / "loaders" / "target-duckdb" / "venv" / "bin" / "python"
+        reopened = subprocess.run(
+            [str(target_python), "-c", "import duckdb; duckdb.connect('output/warehouse.duckdb').close()"],
+            cwd=project, capture_output=True, text=True, timeout=120, check=False)
+        assert reopened.returncode == 0, reopened.stderr
     finally:
         try:
             os.killpg(shell.pid, signal.SIGTERM)  # the emulator the block left in the background
