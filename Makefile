@@ -1,5 +1,11 @@
 # The two commands of the README: `make demo` and `make test`. Everything else supports them.
+# bash with pipefail: a failing pip or meltano fails its pipe (installs show progress through one)
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
+# make test runs the suite side by side: many tests wait on emulator rate windows, processes
+# and servers, so more workers than cores pays off (each file runs whole on one worker)
+TEST_WORKERS ?= 4
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
@@ -12,15 +18,18 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "error: could not create $(VENV) (is python3-venv installed?)"; exit 1; }
 	@$(PIP) install -q --upgrade pip >/dev/null 2>&1 || true
 	@echo "Installing tap-apixx and its development tools into $(VENV) ..."
-	@$(PIP) install -e ".[dev]" > .pip-install.log 2>&1 || { tail -30 .pip-install.log; echo "error: installing tap-apixx and its test tools failed (log above, full log in .pip-install.log)"; exit 1; }
+	@$(PIP) install -e ".[dev]" 2>&1 | tee .pip-install.log | $(PROGRESS) || { tail -30 .pip-install.log; echo "error: installing tap-apixx and its test tools failed (log above, full log in .pip-install.log)"; exit 1; }
 	@touch $(STAMP)
+
+# one numbered line per package pip collects, then its summary (the whole log stays in the file)
+PROGRESS = awk '/^Collecting / {n++; printf "  [%d] %s\n", n, $$2; fflush()} /^Successfully installed/ {print "  installed " NF - 2 " packages"; fflush()}'
 
 PLUGINS := .meltano/.plugins-installed
 
 $(PLUGINS): meltano.yml $(STAMP)
 	@mkdir -p output
 	@echo "Installing the Meltano plugins of meltano.yml ..."
-	@$(VENV)/bin/meltano install > .meltano-install.log 2>&1 || { tail -30 .meltano-install.log; echo "error: 'meltano install' could not install the plugins of meltano.yml (log above, full log in .meltano-install.log)"; exit 1; }
+	@$(VENV)/bin/meltano install 2>&1 | tee .meltano-install.log | awk '/Install(ing|ed) / {sub(/.*meltano +/, "  "); print; fflush()}' || { tail -30 .meltano-install.log; echo "error: 'meltano install' could not install the plugins of meltano.yml (log above, full log in .meltano-install.log)"; exit 1; }
 	@touch $(PLUGINS)
 
 install: $(STAMP)
@@ -28,7 +37,7 @@ install: $(STAMP)
 plugins: $(PLUGINS)
 
 test: install plugins
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 soak: install plugins
 	$(PY) -m pytest -m soak -p no:cacheprovider
@@ -46,7 +55,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	@echo "Installing the benchmark's tools (dlt, pyinstrument) into $(VENV) ..."
-	@$(PIP) install -e ".[dev,bench]" > $(VENV)/pip-bench.log 2>&1 || { tail -30 $(VENV)/pip-bench.log; echo "error: installing the bench extra failed (full log in $(VENV)/pip-bench.log)"; exit 1; }
+	@$(PIP) install -e ".[dev,bench]" 2>&1 | tee $(VENV)/pip-bench.log | $(PROGRESS) || { tail -30 $(VENV)/pip-bench.log; echo "error: installing the bench extra failed (full log in $(VENV)/pip-bench.log)"; exit 1; }
 	@touch $(BENCH_STAMP)
 
 # several minutes: throughput of the tap, a baseline, meltano run, dlt, and rate-budget use

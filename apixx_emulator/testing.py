@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
 import requests
 
 DEFAULT_KEY = "apx_live_acme_4f9c2e1a7b3d"
+SERVING = re.compile(r"^apixx-emulator: serving on http://[^\s]+:(\d+) ")  # cli.main's first line
 
 
 def free_port() -> int:
@@ -25,17 +29,25 @@ class EmulatorProcess:
     """`with EmulatorProcess(records_per_entity=300) as emu:` serves on a free loopback port."""
 
     def __init__(self, port: int | None = None, ready_timeout: float = 120.0, **flags: Any):
-        self.port = port or free_port()
+        # no port: the emulator binds port 0 and says which one the kernel gave it, so emulators
+        # started side by side (pytest-xdist workers) never race for a port picked in advance
+        self.requested_port = port or 0
         self.flags = flags
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
+        self._serving = threading.Event()
+        self._use_port(self.requested_port)
+        self.http = requests.Session()
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.data_url = self.base_url + "/api/public/data"
         self.api_url = self.base_url + "/v1"
-        self.http = requests.Session()
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "apixx_emulator", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "apixx_emulator", "--port", str(self.requested_port)]
         for name, value in self.flags.items():
             for item in value if isinstance(value, (list, tuple)) else [value]:
                 cmd += [f"--{name.replace('_', '-')}", str(item)]
@@ -44,10 +56,16 @@ class EmulatorProcess:
     def start(self) -> EmulatorProcess:
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True)
+        self._serving.clear()
+        threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True).start()
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"emulator exited with {self.proc.returncode}: {self.proc.stderr.read().decode()}")
+                self.proc.wait()
+                time.sleep(0.2)  # the reader's last lines
+                raise RuntimeError(f"emulator exited with {self.proc.returncode}: {''.join(self.stderr_tail)}")
+            if not self._serving.wait(0.1):
+                continue  # not serving yet: it prints its port once its data is generated
             try:
                 if self.http.get(self.base_url + "/_emulator/health", timeout=2).ok:
                     return self
@@ -64,8 +82,18 @@ class EmulatorProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        if self.proc and self.proc.stderr:
-            self.proc.stderr.close()
+
+    def _read_stderr(self, proc: subprocess.Popen) -> None:
+        """Keep the emulator's stderr drained (a full pipe would stall it); learn its port."""
+        assert proc.stderr is not None
+        with proc.stderr:
+            for raw in proc.stderr:
+                line = raw.decode("utf-8", "replace")
+                self.stderr_tail.append(line)
+                serving = SERVING.search(line)
+                if serving and not self._serving.is_set():
+                    self._use_port(int(serving[1]))
+                    self._serving.set()
 
     def __enter__(self) -> EmulatorProcess:  # noqa: PYI034 (the class is not subclassed)
         return self.start()

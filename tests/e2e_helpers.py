@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from apixx_emulator.entities import ENTITY_NAMES
-from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess
+from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MELTANO = ROOT / ".venv" / "bin" / "meltano"
@@ -154,9 +154,18 @@ class PostgresCluster:
             if self.as_postgres:
                 shutil.chown(folder, "postgres", "postgres")
         self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "-E", "UTF8")
-        options = f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options, "-w", "-t", "60",
-                  "-l", str(self.sockdir / "server.log"), "start")
+        for attempt in range(3):
+            options = f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+            try:
+                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options, "-w", "-t", "60",
+                          "-l", str(self.sockdir / "server.log"), "start")
+                return self
+            except RuntimeError:
+                log = self.sockdir / "server.log"
+                if attempt == 2 or "already in use" not in (log.read_text() if log.exists() else ""):
+                    raise
+                # a test worker running side by side took the port between free_port() and now
+                self.port = free_port()
         return self
 
     def stop(self) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from test_tap_support import TAP, catalog_for
+from test_tap_support import TAP, catalog_for, update_json_file
 
 from apixx_emulator.testing import DEFAULT_KEY
 
@@ -83,11 +83,11 @@ def no_secrets_anywhere() -> t.Iterator[SecretScan]:
 # Figures for docs/reliability.md: output/resilience-figures.json, {profile: {section: figures}}.
 
 def record_figures(profile: str, section: str, figures: t.Any) -> None:
-    FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    data.setdefault(profile, {})[section] = figures
-    data[profile]["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    FIGURES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    def change(data: dict) -> None:
+        data.setdefault(profile, {})[section] = figures
+        data[profile]["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    update_json_file(FIGURES, change)  # workers side by side write it too
     print(f"\n[{profile}] {section}: {json.dumps(figures, sort_keys=True)}")
 
 

@@ -8,7 +8,6 @@ One emulator for the module, switched between modes by the control plane's reset
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import re
 import typing as t
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from resilience_helpers import TapProcess
-from test_tap_support import config_for, list_requests, run_tap, tie_sizes
+from test_tap_support import config_for, list_requests, run_tap, tie_sizes, update_json_file
 
 from apixx_emulator.testing import EmulatorProcess
 from apixx_emulator.timestamps import parse_us
@@ -68,10 +67,7 @@ CLEAN = {"lost": 0, "stale": 0, "dups": 0}
 
 
 def record_figures(key: str, figures: dict[str, t.Any]) -> None:
-    FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    data[key] = figures
-    FIGURES.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    update_json_file(FIGURES, lambda data: data.update({key: figures}))
 
 
 @pytest.mark.parametrize(("cursor", "since", "precision"), MODES, ids=["-".join(m) for m in MODES])

@@ -117,3 +117,18 @@ def tie_sizes(records: t.Iterable[dict]) -> list[int]:
     for record in records:
         sizes[record["updated_at"]] = sizes.get(record["updated_at"], 0) + 1
     return sorted(sizes.values(), reverse=True)
+
+
+def update_json_file(path: Path, change: t.Callable[[dict], None]) -> None:
+    """Read-modify-write a JSON figures file that several test workers (pytest-xdist) may update
+    at once: under an exclusive lock, written whole to a temporary file and renamed into place."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else {}
+        change(data)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        partial.replace(path)
