@@ -76,7 +76,8 @@ def integer(low: int, high: int) -> Gen:
 
 # Timestamps and dates are filled in from the record's updated_at by the generator (they must
 # not be later than it), so here they are only markers.
-TIMESTAMP = "timestamp"
+TIMESTAMP = "timestamp"  # up to 30 days before updated_at (created_at: a record changes later)
+RECENT = "recent"  # up to 6 hours before it (an order's placed_at: paid and fulfilled soon after)
 DATE = "date"
 
 
@@ -123,7 +124,7 @@ ENTITIES: dict[str, Entity] = {e.name: e for e in [
     _entity("order", "shopify", order_number=number("", 5), customer_id=ref("customer"),
             status=pick("pending", "paid", "paid", "fulfilled", "cancelled", "refunded"),
             subtotal_cents=cents(500, 400_000), tax_cents=cents(0, 40_000), total_cents=cents(500, 440_000),
-            currency=pick(*CURRENCIES), placed_at=TIMESTAMP),
+            currency=pick(*CURRENCIES), placed_at=RECENT),
     _entity("order_line_item", "shopify", order_id=ref("order"), product_variant_id=ref("product_variant"),
             quantity=integer(1, 12), unit_price_cents=cents(199, 49_999), total_cents=cents(199, 599_988),
             currency=pick(*CURRENCIES)),

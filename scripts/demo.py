@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from apixx_emulator.entities import ENTITY_NAMES
+from apixx_emulator.models.datasets import HISTORY_DAYS
 from apixx_emulator.testing import EmulatorProcess
 
 # the demo keeps its own warehouse file and state id, so it never touches a user's own runs
@@ -162,12 +163,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8765")))
     parser.add_argument("--records-per-entity", type=int, default=2000)
+    parser.add_argument("--orders-per-day", type=int, default=80,
+                        help=f"orders over the {HISTORY_DAYS} days of generated history (default: 80 a day)")
     args = parser.parse_args()
     check_port(args.port)
     DUCKDB_FILE.parent.mkdir(exist_ok=True)
-    print(f"Starting the APIXX emulator on port {args.port} ({args.records_per_entity} records per entity) ...")
+    orders = args.orders_per_day * HISTORY_DAYS  # a shop's worth: dozens of paid orders a day
+    print(f"Starting the APIXX emulator on port {args.port} ({args.records_per_entity} records per entity, "
+          f"{orders} orders over {HISTORY_DAYS} days) ...")
     try:
-        emu = EmulatorProcess(port=args.port, records_per_entity=args.records_per_entity).start()
+        emu = EmulatorProcess(port=args.port, records_per_entity=args.records_per_entity,
+                              records_for=f"order={orders}").start()
     except RuntimeError as err:
         fail(f"the emulator did not come up: {err}")
     try:

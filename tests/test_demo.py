@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from e2e_helpers import ROOT, meltano_available
@@ -48,6 +49,14 @@ def test_demo_syncs_churns_and_syncs_only_the_changes(tmp_path):
         assert in_api == in_duckdb, entity
         assert synced == changed, f"{entity}: the second run synced {synced} records, {changed} changed"
     assert "Revenue by day" in second
+    # a business's data: dozens of paid orders on each of the latest days, up to today (the churn)
+    revenue = re.findall(r"^(\d{4}-\d\d-\d\d)\s+(\d+)\s+[\d,.]+$", second, re.MULTILINE)
+    assert len(revenue) == 7, second
+    today = datetime.now(timezone.utc).date()
+    days = [date.fromisoformat(day) for day, _ in revenue]
+    assert days == sorted(days, reverse=True) and today - timedelta(days=1) <= days[0] <= today
+    assert days[-1] >= today - timedelta(days=8), "the history ends before today"
+    assert all(int(orders) >= 24 for day, orders in revenue if day != today.isoformat()), revenue
     # then APIXX deletes and merges records; the demo ends with a clean reconcile of its warehouse
     marking, last = proc.stdout.split("== meltano invoke tap-apixx:reconcile")[1:]
     assert re.search(r"^customer\s+\d+\s+\d+\s+12\s+0\s+0\s", marking, re.MULTILINE), marking  # 8 + 4 gone

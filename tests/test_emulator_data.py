@@ -431,3 +431,35 @@ def test_a_chain_of_merges_resolves_to_the_live_survivor():
                   "e": {"canonical_id": "e", "reason": "deleted", "merged_into": None, "at": "4"}}
     view = {g["canonical_id"]: g["survivor"] for g in table.gone_view()}
     assert view == {"a": "c", "b": "c", "d": None, "e": None}
+
+
+# -- dates: the recent months, then churn -------------------------------------------------------
+
+def test_history_is_the_recent_months_and_churn_comes_after_it(emulator_factory):
+    from datetime import datetime, timedelta, timezone
+
+    from apixx_emulator.models.datasets import DAY_MS, HISTORY_DAYS
+    from apixx_emulator.timestamps import parse_us
+
+    emu = emulator_factory(records_per_entity=200)
+    end_ms = emu.control("GET", "/_emulator/health")["settings"]["history_end_ms"]
+    assert end_ms % DAY_MS == 0 and end_ms <= time.time() * 1000 < end_ms + 2 * DAY_MS  # today's midnight
+    start_us, end_us = (end_ms - HISTORY_DAYS * DAY_MS) * 1000, end_ms * 1000
+    newest = 0
+    for entity in ENTITY_NAMES:
+        stamps = [parse_us(r["updated_at"]) for r in emu.ground_truth(entity)]
+        assert start_us <= min(stamps) and max(stamps) < end_us, entity
+        assert max(stamps) - min(stamps) > (HISTORY_DAYS - 5) * DAY_MS * 1000, entity  # all of it
+        newest = max(newest, *stamps)
+    orders = emu.ground_truth("order")
+    for order in orders:  # placed the same day or so, not weeks before its last change
+        lag = parse_us(order["updated_at"]) - parse_us(order["placed_at"])
+        assert 0 <= lag <= 6 * 3600 * 10**6 + 10**6, order
+    per_day = Counter(o["placed_at"][:10] for o in orders)
+    assert len(per_day) > HISTORY_DAYS * 0.6  # orders on most days, not bunched
+    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    churn = emu.churn("order", updates=3, inserts=3)
+    after = datetime.now(timezone.utc) + timedelta(seconds=1)
+    first, last = (parse_us(s) for s in churn["updated_at"])
+    assert newest < first <= last  # changed after everything generated, never in between
+    assert before.timestamp() * 10**6 <= first and last <= after.timestamp() * 10**6  # dated now

@@ -11,13 +11,22 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..entities import DATE, DERIVED, ENTITIES, GENERATION_ORDER, SOURCES, TIMESTAMP, between
+from ..entities import (
+    DATE,
+    DERIVED,
+    ENTITIES,
+    GENERATION_ORDER,
+    RECENT,
+    SOURCES,
+    TIMESTAMP,
+    between,
+)
 from ..timestamps import PRECISIONS, Precision, iso_ms, iso_s, parse_us
 
 MAX_PAGE_SIZE = 1000  # documented maximum `limit`
 DEFAULT_PAGE_SIZE = 100  # documented default `limit`
-DATA_START_MS = 1751328000000  # 2025-07-01T00:00:00Z: generated history starts here ...
-DATA_SPAN_MS = 365 * 86400 * 1000  # ... and covers one year
+DAY_MS = 86400 * 1000
+HISTORY_DAYS = 90  # generated history: the three months before the day the emulator started
 MAX_RECORDS_PER_ENTITY = 1_000_000  # per entity, tenant and environment: generation stays within minutes
 MAX_CHURN = 100_000  # records one churn call may change, per kind of change
 
@@ -77,16 +86,29 @@ def tie_group_sizes(n: int, rng: random.Random, max_tie: int) -> list[int]:
     return sizes
 
 
-def timeline(n: int, rng: random.Random, max_tie: int, per_ms: int = 1) -> list[int]:
-    """n ascending stamps across the generated year, with tie groups, in units of 1/per_ms
-    millisecond. The random draws do not depend on the unit: a microsecond dataset has the same
-    tie groups as the millisecond one, at instants with a sub-millisecond part."""
+def history_end_ms(now_ms: int | None = None) -> int:
+    """Midnight UTC of today: generated history ends there, so it is always the recent months,
+    and the same seed gives the same records all day (only their dates move with the day)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return now_ms - now_ms % DAY_MS
+
+
+def timeline(n: int, rng: random.Random, max_tie: int, per_ms: int = 1, end_ms: int | None = None) -> list[int]:
+    """n ascending stamps across the HISTORY_DAYS before `end_ms`, with tie groups, in units of
+    1/per_ms millisecond: random gaps, scaled so that the last stamp falls before `end_ms` (and
+    churn, dated now, after every generated record). The random draws depend neither on the unit
+    nor on `end_ms`: a microsecond dataset has the same tie groups as the millisecond one, at
+    instants with a sub-millisecond part."""
+    end = history_end_ms() if end_ms is None else end_ms
+    start, span = end - HISTORY_DAYS * DAY_MS, HISTORY_DAYS * DAY_MS
     sizes = tie_group_sizes(n, rng, max_tie)
-    step = DATA_SPAN_MS / max(1, len(sizes))
+    step = span / max(1, len(sizes))
+    gaps = [rng.uniform(1, 2 * step) for _ in sizes]
+    scale = span / (sum(gaps) + step)  # room for one more gap: the last stamp is before the end
     stamps: list[int] = []
-    t = float(DATA_START_MS)
-    for size in sizes:
-        t += rng.uniform(1, 2 * step)
+    t = float(start)
+    for size, gap in zip(sizes, gaps):
+        t += gap * scale
         stamps.extend([int(t * per_ms)] * size)
     return stamps
 
@@ -95,9 +117,11 @@ class Dataset:
     """Everything one tenant sees in one environment."""
 
     def __init__(self, tenant: str, env: str, seed: int, records_per_entity: int, max_tie: int,
-                 records_for: dict[str, int] | None = None, precision: Precision = PRECISIONS["ms"]):
+                 records_for: dict[str, int] | None = None, precision: Precision = PRECISIONS["ms"],
+                 end_ms: int | None = None):
         self.tenant, self.env = tenant, env
         self.precision = precision
+        self.end_ms = history_end_ms() if end_ms is None else end_ms
         counts = records_for or {}  # per-entity overrides of records_per_entity
         self.lock = threading.RLock()
         self.tables: dict[str, Table] = {}
@@ -106,7 +130,7 @@ class Dataset:
         per_ms, fmt = precision.per_ms, precision.format
         for entity in GENERATION_ORDER:
             table = Table(entity)
-            for stamp in timeline(counts.get(entity, records_per_entity), rng, max_tie, per_ms):
+            for stamp in timeline(counts.get(entity, records_per_entity), rng, max_tie, per_ms, self.end_ms):
                 record = make_record(entity, rng, refs, stamp // per_ms, fmt(stamp))
                 table.records.append(record)
                 table.by_id[record["canonical_id"]] = record
@@ -127,7 +151,7 @@ class Dataset:
 
     def latest(self) -> int:
         """The newest stamp of any table, in this dataset's units."""
-        us = max((parse_us(t.stamps[-1]) for t in self.tables.values() if t.stamps), default=DATA_START_MS * 1000)
+        us = max((parse_us(t.stamps[-1]) for t in self.tables.values() if t.stamps), default=(self.end_ms - HISTORY_DAYS * DAY_MS) * 1000)
         return self.precision.units(us)
 
     def churn(self, entity: str, updates: int, inserts: int, tie: bool, set_fields: dict | None,
@@ -206,9 +230,11 @@ def make_record(entity: str, rng: random.Random, refs: dict[str, list[str]], ms:
     for name, gen in spec.fields.items():
         value = gen if isinstance(gen, str) else gen(rng, refs)
         if value == TIMESTAMP:
-            value = iso_s(ms - between(rng, 0, 30 * 86400 * 1000))
+            value = iso_s(ms - between(rng, 0, 30 * DAY_MS))
+        elif value == RECENT:
+            value = iso_s(ms - between(rng, 0, 6 * 3600 * 1000))
         elif value == DATE:
-            value = iso_s(ms + between(rng, 0, 90 * 86400 * 1000))[:10]
+            value = iso_s(ms + between(rng, 0, 90 * DAY_MS))[:10]
         record[name] = value
     if entity in DERIVED:
         DERIVED[entity](record)

@@ -11,7 +11,7 @@ from typing import Any
 from ..timestamps import PRECISIONS
 from .bad_data import BadData
 from .clock import EmulatorClock
-from .datasets import Dataset
+from .datasets import Dataset, history_end_ms
 from .faults import FaultInjector
 from .keys import DEFAULT_KEYS, KeyRing
 from .ops import OpsRegistry
@@ -36,6 +36,8 @@ class Settings:
     rate_window_seconds: float = WINDOW_SECONDS  # shorter only to make rate-limit tests quick
     keys: list[dict[str, Any]] = field(default_factory=lambda: [dict(k) for k in DEFAULT_KEYS])
     webhooks: list[dict[str, Any]] = field(default_factory=list)
+    # generated history ends at midnight UTC of the day the emulator started (a reset keeps it)
+    history_end_ms: int = field(default_factory=history_end_ms)
 
     RESETTABLE = ("seed", "records_per_entity", "cursor_mode", "since_mode", "timestamp_precision")
 
@@ -78,7 +80,7 @@ class Store:
             if ds is None:
                 s = self.settings
                 ds = Dataset(tenant, env, s.seed, s.records_per_entity, s.max_tie_size, s.records_for,
-                             PRECISIONS[s.timestamp_precision])
+                             PRECISIONS[s.timestamp_precision], s.history_end_ms)
                 self.datasets[(tenant, env)] = ds
             return ds
 
