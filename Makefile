@@ -41,7 +41,7 @@ test: install plugins
 
 soak: install plugins
 	$(PY) -m pytest -m soak -p no:cacheprovider
-	APIXX_FUZZ_EXAMPLES=$${APIXX_FUZZ_EXAMPLES:-500} $(PY) -m pytest -p no:cacheprovider tests/test_emulator_fuzz.py
+	APIXX_FUZZ_EXAMPLES=$${APIXX_FUZZ_EXAMPLES:-500} $(PY) -m pytest -p no:cacheprovider tests/emulator/test_emulator_fuzz.py
 	$(PY) scripts/reliability_report.py
 
 bench-emulator: install

@@ -4,7 +4,7 @@
 
 Capabilities and settings come from `tap-apixx --about --format=json`, so the SDK's own
 settings (stream maps, flattening, faker; batch if advertised) are declared exactly as the tap advertises
-them; tests/test_tap_plugin_definition.py fails when the file and `--about` disagree."""
+them; tests/tap/test_tap_plugin_definition.py fails when the file and `--about` disagree."""
 
 from __future__ import annotations
 

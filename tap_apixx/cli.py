@@ -2,7 +2,7 @@
 
 The SDK builds its click command itself and offers no way to pass a command class, so
 `OneLineErrors.get_singer_command` swaps the class of the command it returns.
-tests/test_unit_sdk_seams.py pins what that relies on.
+tests/unit/test_unit_sdk_seams.py pins what that relies on.
 """
 
 from __future__ import annotations

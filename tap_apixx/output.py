@@ -1,7 +1,7 @@
 """SDK seam: how Singer messages are written (one lock, orjson, a page of records per write).
 
 Replaces the SDK's message writer and state writer, and its per-record `_write_record_message`,
-`_write_state_message` and `_increment_stream_state`. tests/test_unit_sdk_seams.py pins the
+`_write_state_message` and `_increment_stream_state`. tests/unit/test_unit_sdk_seams.py pins the
 SDK behaviour each relies on.
 """
 

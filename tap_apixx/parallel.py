@@ -1,6 +1,6 @@
 """SDK seam: `Tap.sync_all` (final in the SDK) replaced to sync several streams at once.
 
-tests/test_unit_sdk_seams.py pins the SDK's sequential `sync_all`, whose steps this repeats.
+tests/unit/test_unit_sdk_seams.py pins the SDK's sequential `sync_all`, whose steps this repeats.
 """
 
 from __future__ import annotations

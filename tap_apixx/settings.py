@@ -102,7 +102,7 @@ class CheckedSettings(PluginBase):
     """Plugin mixin (an SDK seam: `_validate_config` is private): the checks above first.
 
     A setting config_problems reports is not reported again by the SDK's schema validation,
-    and no line shows the API key. tests/test_unit_sdk_seams.py pins the SDK method.
+    and no line shows the API key. tests/unit/test_unit_sdk_seams.py pins the SDK method.
     """
 
     def extra_config_problems(self) -> list[str]:

@@ -7,9 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess
-
-# Small, fast, and with limits high enough that only the rate-limit tests meet them.
-FAST_FLAGS = {"records_per_entity": 300, "read_limit": 100000, "write_limit": 100000, "trigger_limit": 100000}
+from tests.helpers.emulator import FAST_FLAGS
 
 
 @pytest.fixture(scope="session")
