@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import socket
@@ -13,7 +14,7 @@ from typing import Any
 
 from .entities import ENTITY_NAMES
 from .models import Settings
-from .models.datasets import MAX_RECORDS_PER_ENTITY
+from .models.datasets import HISTORY_DAYS, MAX_RECORDS_PER_ENTITY
 from .models.keys import DEFAULT_KEYS
 from .models.ratelimit import MAX_RATE_LIMIT
 from .timestamps import CURSOR_MODES, PRECISIONS, SINCE_MODES
@@ -54,6 +55,15 @@ positive = bounded(1, MAX_RATE_LIMIT)
 records = bounded(1, MAX_RECORDS_PER_ENTITY)
 
 
+def iso_date(value: str) -> int:
+    """An argparse type: YYYY-MM-DD as milliseconds since the epoch at midnight UTC."""
+    try:
+        day = datetime.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+    return int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp() * 1000)
+
+
 def entity_count(value: str) -> tuple[str, int]:
     entity, sep, count = value.partition("=")
     if not sep or entity not in ENTITY_NAMES:
@@ -78,6 +88,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp-precision", choices=tuple(PRECISIONS), default="ms",
                    help="updated_at in milliseconds with a Z, e.g. 2026-07-18T10:00:00.123Z (ms, default), "
                         "or in microseconds with an offset, e.g. 2026-07-18T10:00:00.123456+00:00 (us)")
+    p.add_argument("--history-days", type=bounded(1, 3650), default=HISTORY_DAYS,
+                   help=f"days of generated history, up to midnight UTC today (default: {HISTORY_DAYS})")
+    p.add_argument("--history-start", type=iso_date, metavar="YYYY-MM-DD",
+                   help="start the generated history on this day instead, gaps unscaled (as emulators did "
+                        "before the history moved with the day; for old fixtures)")
     p.add_argument("--max-tie-size", type=records, default=1000,
                    help="largest group of records generated with one shared updated_at (default: 1000)")
     p.add_argument("--keys-file", help='JSON list of {"key", "tenant", "scopes"} replacing the built-in keys')
@@ -110,7 +125,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
                         since_mode=args.since_mode, timestamp_precision=args.timestamp_precision,
                         max_tie_size=args.max_tie_size, read_limit=args.read_limit, write_limit=args.write_limit,
                         trigger_limit=args.trigger_limit, rate_window_seconds=args.rate_window_seconds,
-                        records_for=dict(args.records_for))
+                        records_for=dict(args.records_for), history_days=args.history_days,
+                        history_start_ms=args.history_start)
     if args.keys_file:
         settings.keys = load_keys(args.keys_file)
     for spec in args.webhook:

@@ -93,18 +93,24 @@ def history_end_ms(now_ms: int | None = None) -> int:
     return now_ms - now_ms % DAY_MS
 
 
-def timeline(n: int, rng: random.Random, max_tie: int, per_ms: int = 1, end_ms: int | None = None) -> list[int]:
-    """n ascending stamps across the HISTORY_DAYS before `end_ms`, with tie groups, in units of
+def timeline(n: int, rng: random.Random, max_tie: int, per_ms: int = 1, end_ms: int | None = None,
+             start_ms: int | None = None, days: int = HISTORY_DAYS) -> list[int]:
+    """n ascending stamps across the `days` before `end_ms`, with tie groups, in units of
     1/per_ms millisecond: random gaps, scaled so that the last stamp falls before `end_ms` (and
-    churn, dated now, after every generated record). The random draws depend neither on the unit
-    nor on `end_ms`: a microsecond dataset has the same tie groups as the millisecond one, at
-    instants with a sub-millisecond part."""
+    churn, dated now, after every generated record). With `start_ms` instead, the gaps run
+    unscaled from there (the data of emulators before the history moved with the day, which a
+    STATE fixture needs). The random draws depend on none of these nor on the unit: a
+    microsecond dataset has the same tie groups as the millisecond one, at instants with a
+    sub-millisecond part."""
+    span = days * DAY_MS
     end = history_end_ms() if end_ms is None else end_ms
-    start, span = end - HISTORY_DAYS * DAY_MS, HISTORY_DAYS * DAY_MS
     sizes = tie_group_sizes(n, rng, max_tie)
     step = span / max(1, len(sizes))
     gaps = [rng.uniform(1, 2 * step) for _ in sizes]
-    scale = span / (sum(gaps) + step)  # room for one more gap: the last stamp is before the end
+    if start_ms is None:
+        start, scale = end - span, span / (sum(gaps) + step)  # the last stamp is before the end
+    else:
+        start, scale = start_ms, 1.0
     stamps: list[int] = []
     t = float(start)
     for size, gap in zip(sizes, gaps):
@@ -118,10 +124,12 @@ class Dataset:
 
     def __init__(self, tenant: str, env: str, seed: int, records_per_entity: int, max_tie: int,
                  records_for: dict[str, int] | None = None, precision: Precision = PRECISIONS["ms"],
-                 end_ms: int | None = None):
+                 end_ms: int | None = None, start_ms: int | None = None, days: int = HISTORY_DAYS):
         self.tenant, self.env = tenant, env
         self.precision = precision
         self.end_ms = history_end_ms() if end_ms is None else end_ms
+        self.start_ms = self.end_ms - days * DAY_MS if start_ms is None else start_ms
+        history = {"end_ms": self.end_ms, "start_ms": start_ms, "days": days}
         counts = records_for or {}  # per-entity overrides of records_per_entity
         self.lock = threading.RLock()
         self.tables: dict[str, Table] = {}
@@ -130,7 +138,7 @@ class Dataset:
         per_ms, fmt = precision.per_ms, precision.format
         for entity in GENERATION_ORDER:
             table = Table(entity)
-            for stamp in timeline(counts.get(entity, records_per_entity), rng, max_tie, per_ms, self.end_ms):
+            for stamp in timeline(counts.get(entity, records_per_entity), rng, max_tie, per_ms, **history):
                 record = make_record(entity, rng, refs, stamp // per_ms, fmt(stamp))
                 table.records.append(record)
                 table.by_id[record["canonical_id"]] = record
@@ -151,7 +159,7 @@ class Dataset:
 
     def latest(self) -> int:
         """The newest stamp of any table, in this dataset's units."""
-        us = max((parse_us(t.stamps[-1]) for t in self.tables.values() if t.stamps), default=(self.end_ms - HISTORY_DAYS * DAY_MS) * 1000)
+        us = max((parse_us(t.stamps[-1]) for t in self.tables.values() if t.stamps), default=self.start_ms * 1000)
         return self.precision.units(us)
 
     def churn(self, entity: str, updates: int, inserts: int, tie: bool, set_fields: dict | None,

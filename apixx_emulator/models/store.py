@@ -11,7 +11,7 @@ from typing import Any
 from ..timestamps import PRECISIONS
 from .bad_data import BadData
 from .clock import EmulatorClock
-from .datasets import Dataset, history_end_ms
+from .datasets import HISTORY_DAYS, Dataset, history_end_ms
 from .faults import FaultInjector
 from .keys import DEFAULT_KEYS, KeyRing
 from .ops import OpsRegistry
@@ -38,6 +38,8 @@ class Settings:
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     # generated history ends at midnight UTC of the day the emulator started (a reset keeps it)
     history_end_ms: int = field(default_factory=history_end_ms)
+    history_days: int = HISTORY_DAYS
+    history_start_ms: int | None = None  # set: the history starts there instead (old fixtures)
 
     RESETTABLE = ("seed", "records_per_entity", "cursor_mode", "since_mode", "timestamp_precision")
 
@@ -80,7 +82,7 @@ class Store:
             if ds is None:
                 s = self.settings
                 ds = Dataset(tenant, env, s.seed, s.records_per_entity, s.max_tie_size, s.records_for,
-                             PRECISIONS[s.timestamp_precision], s.history_end_ms)
+                             PRECISIONS[s.timestamp_precision], s.history_end_ms, s.history_start_ms, s.history_days)
                 self.datasets[(tenant, env)] = ds
             return ds
 

@@ -209,7 +209,9 @@ STATE_FIXTURE = Path(__file__).parent / "fixtures" / "state_b652a2c.json"
 def test_state_written_before_the_paging_change_resumes_exactly(emulator_factory, since_mode) -> None:
     """STATE from the tap as it was at b652a2c (tests/tap/fixtures) resumes with this version."""
     fixture = json.loads(STATE_FIXTURE.read_text())
-    emu = emulator_factory(**fixture["generated_by"]["emulator"], since_mode=since_mode)
+    # the emulator's data as it was then: a year from 2025-07-01 (history now ends today)
+    emu = emulator_factory(**fixture["generated_by"]["emulator"], history_start="2025-07-01", history_days=365,
+                           since_mode=since_mode)
     config = config_for(emu, page_size=fixture["generated_by"]["page_size"])
     streams = fixture["generated_by"]["streams"]
 
