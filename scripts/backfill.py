@@ -154,6 +154,8 @@ class Project:
         env = {**self.env, f"{tap}_START_DATE": start, f"{tap}_END_DATE": end, f"{tap}_API_KEY": key,
                f"{tap}__SELECT": json.dumps([f"{s}.*" for s in self.args.streams]),
                "MELTANO_SYS_DIR_ROOT": str(self.private_sys_dir(f"{self.args.name}-{name}"))}
+        if (workdir / "catalog.json").exists():  # discovered once for all windows
+            env[f"{tap}__CATALOG"] = str(workdir / "catalog.json")
         if self.args.loader == "target-duckdb":
             env["TARGET_DUCKDB_FILEPATH"] = str(workdir / f"w{name}.duckdb")
         return env
@@ -181,6 +183,17 @@ def run_windows(project: Project, windows: list[Window], workdir: Path) -> list[
         log.close()
         results.append((window, code, time.monotonic() - began))
     return results
+
+
+def discover_once(project: Project, workdir: Path) -> None:
+    """The catalog, discovered once: the windows use it instead of each running discovery."""
+    (workdir / "catalog.json").unlink(missing_ok=True)
+    env = project.window_env(None, *SCHEMA_ONLY_WINDOW, project.args.keys[0], workdir)
+    proc = subprocess.run([project.args.meltano, "invoke", "--dump=catalog", project.args.extractor], env=env,
+                          cwd=project.root, text=True, capture_output=True, check=False)
+    if proc.returncode != 0 or "{" not in proc.stdout:
+        sys.exit(f"backfill: error: catalog discovery failed: {proc.stderr.strip()[-500:]}")
+    (workdir / "catalog.json").write_text(proc.stdout[proc.stdout.index("{"):])
 
 
 def prepare_tables(project: Project, workdir: Path) -> None:
@@ -248,6 +261,7 @@ def main(argv: list[str]) -> int:
     windows = split(args.start, args.end, count, args.keys)
     began = time.monotonic()
     project.meltano("state", "list")  # creates or migrates the system database, once, before the windows
+    discover_once(project, workdir)
     if args.loader == "target-postgres":
         prepare_tables(project, workdir)
     results = run_windows(project, windows, workdir)
