@@ -21,15 +21,13 @@ import re
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from apixx_emulator.testing import EmulatorProcess
-
-START, END = "2025-07-01T00:00:00Z", "2026-07-02T00:00:00Z"  # the emulator's generated year
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -45,13 +43,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run_backfill(
-    emu: EmulatorProcess, keys: list[str], work: Path, label: str, page_size: int
+    emu: EmulatorProcess, keys: list[str], work: Path, label: str, page_size: int, span: tuple[str, str]
 ) -> tuple[float, float]:
     env = {**os.environ, "MELTANO_DATABASE_URI": f"sqlite:///{work / label}.db", "MELTANO_ENVIRONMENT": "emulator",
            "TAP_APIXX_DATA_URL": emu.data_url, "TAP_APIXX_API_URL": emu.api_url,
            "TAP_APIXX_PAGE_SIZE": str(page_size), "TAP_APIXX_LOOKBACK_MINUTES": "0",
            "TARGET_DUCKDB_FILEPATH": str(work / f"{label}.duckdb"), "APIXX_BACKFILL_KEYS": " ".join(keys)}
-    argv = [sys.executable, str(ROOT / "scripts" / "backfill.py"), "--start", START, "--end", END,
+    argv = [sys.executable, str(ROOT / "scripts" / "backfill.py"), "--start", span[0], "--end", span[1],
             "--windows", str(len(keys)), "--loader", "target-duckdb", "--name", f"bench-{label}",
             "--workdir", str(work / label)]
     proc = subprocess.run(argv, cwd=ROOT, env=env, text=True, capture_output=True, check=False)
@@ -87,13 +85,14 @@ def main(argv: list[str]) -> int:
                  "rate_window_seconds": args.window_seconds}
         with EmulatorProcess(**flags) as emu:
             emu.control("POST", "/_emulator/limits", json={"read": args.read_limit})
-            records = sum(len(emu.ground_truth(e)) for e in _entities())
+            truth = [r["updated_at"] for e in _entities() for r in emu.ground_truth(e)]
+            records, span = len(truth), history_span(truth)
             one = many = (float("nan"), float("nan"))
             if args.only != "many":
-                one = run_backfill(emu, keys[:1], work, "one-key", args.page_size)
+                one = run_backfill(emu, keys[:1], work, "one-key", args.page_size, span)
             emu.control("POST", "/_emulator/limits", json={"read": args.read_limit})  # fresh windows
             if args.only != "one":
-                many = run_backfill(emu, keys, work, f"{args.keys}-keys", args.page_size)
+                many = run_backfill(emu, keys, work, f"{args.keys}-keys", args.page_size, span)
     ceiling = args.read_limit / args.window_seconds * args.page_size
     print(f"per-key limit: {args.read_limit} reads per {args.window_seconds:g} s, page {args.page_size} "
           f"(ceiling ~{ceiling:.0f} records/s per key); {records} records in 15 streams")
@@ -103,6 +102,15 @@ def main(argv: list[str]) -> int:
     print(f"ratio with {args.keys} keys (ideal {args.keys}x): wall clock {one[0] / many[0]:.2f}x, "
           f"sync phase {one[1] / many[1]:.2f}x")
     return 0
+
+
+def history_span(stamps: list[str]) -> tuple[str, str]:
+    """[first record's whole second, one second after the last record): every record, once."""
+    first = datetime.fromisoformat(min(stamps).replace("Z", "+00:00")).replace(microsecond=0)
+    last = datetime.fromisoformat(max(stamps).replace("Z", "+00:00")).replace(microsecond=0)
+    return first.isoformat().replace("+00:00", "Z"), (last + timedelta(seconds=1)).isoformat().replace(
+        "+00:00", "Z"
+    )
 
 
 def _entities() -> list[str]:
