@@ -52,6 +52,39 @@ def behaviour_rows(f: dict, section: str) -> list[str]:
     return [f"| {kind} | {what} |" for kind, what in f.get(section, {}).items()]
 
 
+HOSTILE_CLASSES = {
+    1: "URLs, redirects and ids that could send the key elsewhere",
+    2: "settings with control characters or stray whitespace",
+    3: "slow (trickled) and oversized responses",
+    4: "rate-limit headers (Retry-After, X-RateLimit-*)",
+    5: "paging that does not move forward",
+    6: "objects gone between the list and their detail",
+    7: "malformed config, state and catalog",
+}
+
+
+def hostile_table(f: dict) -> list[str]:
+    """The hostile inputs tried, by class: counts written by tests/test_resilience_hostile_*."""
+    tests = f.get("hostile") or {}
+    if not tests:
+        return []
+    rows = ["| class | inputs tried | tests | outcomes | tracebacks, hangs, key leaks |",
+            "|---|---:|---:|---|---:|"]
+    total = 0
+    for number, title in HOSTILE_CLASSES.items():
+        mine = [t for t in tests.values() if t["class"] == number]
+        outcomes: dict[str, int] = {}
+        for test in mine:
+            for outcome, count in test["outcomes"].items():
+                outcomes[outcome] = outcomes.get(outcome, 0) + count
+        inputs = sum(outcomes.values())
+        total += inputs
+        said = "; ".join(f"{n:,} {o}" for o, n in sorted(outcomes.items(), key=lambda x: -x[1]))
+        rows.append(f"| {number}. {title} | {inputs:,} | {len(mine)} | {said} | 0 |")
+    rows.append(f"| **all** | **{total:,}** | **{len(tests)}** | | **0** |")
+    return rows
+
+
 def report(data: dict) -> str:
     out = []
     for profile in ("ci", "soak"):
@@ -65,10 +98,16 @@ def report(data: dict) -> str:
         for section, title in (("bad_data", "Bad data"), ("bad_config", "Bad settings and keys")):
             if rows := behaviour_rows(f, section):
                 out += [f"{title}:", "", "| input | behaviour |", "|---|---|", *rows, ""]
+        if rows := hostile_table(f):
+            out += ["Hostile inputs, by class (tests/test_resilience_hostile_*.py):", "", *rows, ""]
     return "\n".join(out)
 
 
 def main() -> int:
+    if "--hostile" in sys.argv[1:]:  # only the hostile-input table, as docs/reliability.md has it
+        data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+        print("\n".join(hostile_table(data.get("ci", {}))) or "no hostile-input figures yet")
+        return 0
     if not FIGURES.exists():
         print(f"no figures yet: run `make test` (or `make soak`) to write {FIGURES}")
         return 1

@@ -10,6 +10,7 @@ import requests
 from singer_sdk.exceptions import RetriableAPIError
 
 from tap_apixx.errors import ApiRequestError
+from tap_apixx.pacing import parse_reset, parse_retry_after
 from tap_apixx.settings import redact
 
 
@@ -18,7 +19,7 @@ class Action(str, Enum):
 
     OK = "ok"
     RETRY = "retry"  # transient: back off exponentially with jitter, then give up clearly
-    THROTTLE = "throttle"  # wait Retry-After, however long (up to MAX_RETRY_AFTER_SECONDS)
+    THROTTLE = "throttle"  # wait Retry-After, however long (up to max_rate_limit_wait)
     FATAL = "fatal"  # fail at once with status, code, message and request_id
 
 
@@ -44,7 +45,6 @@ HINTS: dict[int, str] = {
 }
 REDIRECT_HINT = "Redirects are not followed; set the final URL in the config."
 
-MAX_RETRY_AFTER_SECONDS = 900  # 15 min: wait out any Retry-After up to this, then give up
 MAX_THROTTLED_RETRIES = 20  # consecutive 429s on one request before giving up
 DEFAULT_RETRY_AFTER_SECONDS = 60.0  # a 429 that says nothing about when to come back
 
@@ -108,11 +108,15 @@ def fatal_error(
 
 
 def retry_after(response: requests.Response) -> float:
-    """Seconds to wait from Retry-After, else from X-RateLimit-Reset, else a minute."""
-    value = response.headers.get("Retry-After")
-    if value and value.strip().isdigit():
-        return float(value.strip())
-    reset = response.headers.get("X-RateLimit-Reset")
-    if reset and reset.strip().isdigit():
-        return max(1.0, float(reset) - time.time())
+    """Seconds to wait: Retry-After (seconds or an HTTP date), else X-RateLimit-Reset, else a minute.
+
+    A value that makes no sense (negative, NaN, junk) is skipped for the next source.
+    """
+    now = time.time()
+    wait = parse_retry_after(response.headers.get("Retry-After"), now)
+    if wait is not None:
+        return wait
+    reset = parse_reset(response.headers.get("X-RateLimit-Reset"), now)
+    if reset is not None:
+        return max(1.0, reset - now)
     return DEFAULT_RETRY_AFTER_SECONDS

@@ -40,3 +40,11 @@ class BoundaryCheckError(TapApixxError):
 
 class PagingStalledError(TapApixxError):
     """The API says more records remain but paging cannot get past an instant."""
+
+
+class InputError(TapApixxError):
+    """A config, state or catalog the tap cannot use; the message names the file and stream."""
+
+
+class PagingStuckError(TapApixxError):
+    """A list's paging does not move forward (a repeated page or id, a cursor cycle)."""

@@ -5,23 +5,31 @@ from __future__ import annotations
 import typing as t
 from datetime import timedelta
 from functools import cached_property
+from urllib.parse import urlsplit
+
+from singer_sdk.exceptions import RetriableAPIError
 
 from tap_apixx.bookmarks import start_point
 from tap_apixx.client import ApixxStream
+from tap_apixx.error_policy import request_id, rid
+from tap_apixx.errors import ApiRequestError
+from tap_apixx.inputs import kind_of
 from tap_apixx.output import OwnBookmark
-from tap_apixx.pagination import OPS_MAX_PAGE_SIZE, StartingAfterPaginator
+from tap_apixx.pagination import OPS_MAX_PAGE_SIZE, BadRecordError, StartingAfterPaginator
 from tap_apixx.progress import SyncProgress
 from tap_apixx.streams import load_schema
-from tap_apixx.transport import response_body
+from tap_apixx.transport import PAYLOAD_ATTR, response_body
 from tap_apixx.window import mark_complete, parse_instant
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
+    import requests
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
 
 DEFAULT_RUNS_LOOKBACK_HOURS = 24
+GONE = frozenset({404, 410})  # a detail answering these was deleted after the list was read
 OPEN_RUN_STATUSES = frozenset({"queued", "running"})  # may still change: hold the bookmark
 RUN_STATUSES_WITH_ERRORS = frozenset({"failed", "partial"})  # only these have errors to fetch
 
@@ -40,7 +48,59 @@ class OpsStream(ApixxStream):
         return min(int(self.config.get("page_size", OPS_MAX_PAGE_SIZE)), OPS_MAX_PAGE_SIZE)
 
     def get_new_paginator(self) -> StartingAfterPaginator:
-        return StartingAfterPaginator()
+        self._paginator = StartingAfterPaginator(self.name)
+        return self._paginator
+
+    def validate_response(self, response: requests.Response) -> None:
+        """A list page must be `{"data": [...], "meta": {"has_more": bool}}`, a detail an object.
+
+        A 200 without that shape is treated like a truncated body (retried); items without a
+        usable id can be neither keyed nor paged past, so they stop the sync.
+        """
+        super().validate_response(response)
+        body = getattr(response, PAYLOAD_ATTR, None)
+        if not isinstance(body, dict):
+            msg = f"{self.name}: HTTP 200 body is a JSON {kind_of(body)}, not an object {rid(response)}"
+            raise RetriableAPIError(msg, response)
+        if response.request.method == "GET" and self._is_list(response):
+            self._check_list(body, response)
+
+    def _is_list(self, response: requests.Response) -> bool:
+        return urlsplit(response.request.url or "").path.rstrip("/").endswith(self.path)
+
+    def _check_list(self, body: dict[str, t.Any], response: requests.Response) -> None:
+        data, meta = body.get("data"), body.get("meta") or {}
+        if not isinstance(data, list) or not isinstance(meta, dict):
+            msg = f"{self.name}: HTTP 200 body without a 'data' list and a 'meta' object "
+            raise RetriableAPIError(msg + rid(response), response)
+        if meta.get("has_more") not in (True, False, None):
+            msg = (
+                f"{self.name}: the API sent meta.has_more as a JSON {kind_of(meta['has_more'])}, "
+                f"not true or false {rid(response)}"
+            )
+            raise BadRecordError(msg)
+        for index, item in enumerate(data):
+            item_id = item.get("id") if isinstance(item, dict) else None
+            if not isinstance(item_id, str) or item_id.strip(".") == "":
+                msg = (
+                    f"{self.name}: the API sent an item without a usable id (item {index + 1} "
+                    f"of {len(data)}, id {_show_id(item_id)}) {rid(response)}; stopping rather "
+                    "than drop it"
+                )
+                raise BadRecordError(msg)
+
+    def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        """The page's items, once each: an id met before means the paging goes round."""
+        body = response_body(response)
+        items = body["data"]
+        self._paginator.check_page([item["id"] for item in items], request_id(response))
+        if not items and (body.get("meta") or {}).get("has_more"):
+            self.logger.warning(
+                "%s: the API said has_more but sent no items %s; ending the list here",
+                self.name,
+                rid(response),
+            )
+        yield from items
 
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict:
         return {"limit": self.page_limit, "starting_after": next_page_token}
@@ -75,16 +135,33 @@ class OpsStream(ApixxStream):
         """Where the list starts (None: from the beginning); full-table streams read it all."""
         return None
 
-    def fetch_detail(self, object_id: str) -> dict[str, t.Any]:
-        """The object's detail fields (`GET /<stream>/<id>`)."""
-        return response_body(self.get_by_id(object_id))
+    def fetch_detail(self, object_id: str) -> dict[str, t.Any] | None:
+        """The object's detail fields (`GET /<stream>/<id>`).
+
+        None when the object is gone (404 or 410): deleted between the list and this request.
+        That is the ordinary race of a list-then-detail API, not a misconfiguration.
+        """
+        try:
+            return response_body(self.get_by_id(object_id))
+        except ApiRequestError as exc:
+            if exc.status not in GONE:
+                raise
+            self.logger.warning(
+                "%s: %s was listed but is gone (HTTP %s on its detail, request_id=%s); skipping it",
+                self.name,
+                object_id,
+                exc.status,
+                exc.request_id,
+            )
+            return None
 
 
 class FlowsStream(OpsStream):
     """Flows, full table, each with the detail fields the list lacks (one request per flow)."""
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        return {**row, **self.fetch_detail(row["id"])}  # + connectors, schedule_detail
+        detail = self.fetch_detail(row["id"])  # + connectors, schedule_detail
+        return None if detail is None else {**row, **detail}
 
 
 class ConnectorsStream(OpsStream):
@@ -130,7 +207,8 @@ class RunsStream(OwnBookmark, OpsStream):
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         if row.get("status") not in RUN_STATUSES_WITH_ERRORS:
             return {**row, "errors": []}
-        return {**row, **self.fetch_detail(row["id"])}  # + errors
+        detail = self.fetch_detail(row["id"])  # + errors
+        return None if detail is None else {**row, **detail}
 
     def advance_bookmark(self, latest_record: dict, state: dict) -> None:
         """Bookmark = this run's started_at, unless an earlier run seen is still open."""
@@ -140,6 +218,10 @@ class RunsStream(OwnBookmark, OpsStream):
         state["replication_key_value"] = latest_record["started_at"]
         if latest_record.get("status") in OPEN_RUN_STATUSES:
             self.held_at = latest_record["started_at"]
+
+
+def _show_id(value: t.Any) -> str:
+    return repr(value) if isinstance(value, str) and len(value) < 40 else f"a JSON {kind_of(value)}"
 
 
 # stream name -> its class; each stream's JSON Schema is schemas/<name>.json

@@ -1,11 +1,21 @@
-"""RatePacer: one request budget per API key, fed by the X-RateLimit-* headers, thread-safe."""
+"""RatePacer: one request budget per API key, fed by the X-RateLimit-* headers, thread-safe.
+
+The headers are advice, not orders: a value that makes no sense (negative, NaN, a reset given
+in epoch milliseconds or a year away) is read sensibly or ignored, no single wait is longer
+than `max_wait` (the `max_rate_limit_wait` setting), and the tap says what it waits for.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 import threading
 import time
 import typing as t
 from collections import deque
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -16,6 +26,57 @@ MIN_LOW_WATER = 5  # ... or under this many requests, whichever is larger
 SAFETY_SECONDS = 0.1  # margin for network jitter when timing a slot from our own send times
 IN_FLIGHT_EXPIRY = 60.0  # seconds after which a request neither answered nor failed is forgotten
 ANSWER_WAIT_SECONDS = 1.0  # longest wait for an answer due before looking again
+DEFAULT_MAX_WAIT = 900.0  # the longest single wait the headers may impose (a setting)
+SAY_WAIT_SECONDS = 1.0  # waits at least this long are explained in the log ...
+SAY_EVERY_SECONDS = 1800.0  # ... once per reason per half hour, never once per request
+EPOCH_MS_FROM = 1e11  # a unix time above this is in milliseconds (1e11 s is the year 5138)
+DELTA_UNTIL = 1e9  # a reset below this counts seconds from now (1e9 s is the year 2001)
+MAX_RESET_AHEAD = 366 * 86400.0  # a reset further away than this is nonsense: clamped
+NUMBER = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
+SIGNED_INT = re.compile(r"[+-]?[0-9]{1,15}")
+
+
+class Logger(t.Protocol):
+    def log(self, level: int, msg: str, *args: t.Any) -> None: ...
+
+
+def parse_count(value: str | None) -> int | None:
+    """X-RateLimit-Remaining/-Limit: an integer; a negative one is clamped to 0, junk is None."""
+    text = (value or "").strip()
+    return max(int(text), 0) if SIGNED_INT.fullmatch(text) else None
+
+
+def parse_reset(value: str | None, now: float) -> float | None:
+    """X-RateLimit-Reset as a unix time no earlier than `now`, or None when it makes no sense.
+
+    Read as unix seconds, as documented; as milliseconds when that large; as seconds from now
+    when that small (some APIs send a delta). Negative, NaN or junk: None. More than a year
+    away: a year (the pacer caps any single wait at max_wait anyway).
+    """
+    text = (value or "").strip()
+    if not NUMBER.fullmatch(text):
+        return None
+    number = float(text)
+    if number >= EPOCH_MS_FROM:
+        number /= 1000.0
+    elif number < DELTA_UNTIL <= now:
+        number += now
+    return min(max(number, now), now + MAX_RESET_AHEAD)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After in seconds from `now`: delay-seconds or an HTTP date (RFC 9110); else None."""
+    text = (value or "").strip()
+    if NUMBER.fullmatch(text):
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+        if when.tzinfo is None:  # "-0000": UTC by another name
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - now
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
+        return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 class RatePacer:
@@ -39,10 +100,15 @@ class RatePacer:
         self,
         max_per_minute: int | None = None,
         *,
+        max_wait: float = DEFAULT_MAX_WAIT,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
+        logger: Logger | None = None,
     ) -> None:
         self.max_per_minute = max_per_minute
+        self.max_wait = max_wait
+        self._logger = logger
+        self._said: dict[str, float] = {}  # reason -> when it was last explained
         self._clock = clock
         self._sleep = sleep  # None: wait on the condition, woken early by each answer
         self._ready = threading.Condition()  # guards every field below
@@ -72,13 +138,13 @@ class RatePacer:
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn the server's budget from a response's X-RateLimit-* headers (may be empty)."""
-        remaining = _int(headers.get("X-RateLimit-Remaining"))
-        reset = _int(headers.get("X-RateLimit-Reset"))
+        remaining = parse_count(headers.get("X-RateLimit-Remaining"))
+        reset = parse_reset(headers.get("X-RateLimit-Reset"), self._clock())
         with self._ready:
             sequence = getattr(self._local, "sequence", 0)
             self._in_flight.pop(sequence, None)
             if remaining is not None and reset is not None:
-                self._learn(headers, sequence, remaining, float(reset))
+                self._learn(headers, sequence, remaining, reset)
             self._ready.notify_all()
 
     def _wait(self, seconds: float) -> None:
@@ -99,8 +165,68 @@ class RatePacer:
                 del self._in_flight[sequence]
         if self._in_flight and self._budget_unknown(now):
             return ANSWER_WAIT_SECONDS  # an answer is due first (and wakes us up)
-        at = max(now, self._next_slot, self._cap_slot(now), self._server_slot(now))
-        return at - now
+        return self._slot(now) - now
+
+    def _slot(self, now: float) -> float:
+        """When the next request may go: the latest of every limit, but never beyond max_wait."""
+        server, spaced, capped = self._server_slot(now), self._next_slot, self._cap_slot(now)
+        at = max(now, server, spaced, capped)
+        if at - now > self.max_wait:
+            self._say(
+                "ceiling",
+                logging.WARNING,
+                "Rate limit: X-RateLimit-Remaining is %s and the "
+                "reset (X-RateLimit-Reset) is %.0f s away, beyond max_rate_limit_wait "
+                "(%.0f s): waiting %.0f s, then trying anyway (the headers are advice; a "
+                "429 is not)",
+                self._remaining,
+                self._reset_at - now,
+                self.max_wait,
+                self.max_wait,
+            )
+            at = now + self.max_wait
+            self._reset_at, self._next_slot = min(self._reset_at, at), min(self._next_slot, at)
+        elif at - now >= SAY_WAIT_SECONDS:
+            self._explain(now, at, server, spaced)
+        return at
+
+    def _explain(self, now: float, at: float, server: float, spaced: float) -> None:
+        if at == server:
+            self._say(
+                "reset",
+                logging.INFO,
+                "Rate limit: no requests left in the window "
+                "(X-RateLimit-Remaining %s); waiting %.1f s for its reset "
+                "(X-RateLimit-Reset)",
+                self._remaining,
+                at - now,
+            )
+        elif at == spaced:
+            self._say(
+                "spacing",
+                logging.INFO,
+                "Rate limit: %s requests left until the reset in "
+                "%.0f s (X-RateLimit-*); spacing requests %.1f s apart",
+                self._remaining,
+                self._reset_at - now,
+                at - now,
+            )
+        else:
+            self._say(
+                "cap",
+                logging.INFO,
+                "Pacing to max_requests_per_minute=%s: waiting %.1f s",
+                self.max_per_minute,
+                at - now,
+            )
+
+    def _say(self, reason: str, level: int, message: str, *args: t.Any) -> None:
+        """Log why we wait: once per reason per SAY_EVERY_SECONDS, not once per request."""
+        now = self._clock()
+        if self._logger is None or now - self._said.get(reason, -math.inf) < SAY_EVERY_SECONDS:
+            return
+        self._said[reason] = now
+        self._logger.log(level, message, *args)
 
     def _budget_unknown(self, now: float) -> bool:
         """Never learned, or used up with its reset passed: the next answer tells us anew."""
@@ -120,7 +246,7 @@ class RatePacer:
     def _learn(
         self, headers: Mapping[str, str], sequence: int, remaining: int, reset: float
     ) -> None:
-        self._limit = _int(headers.get("X-RateLimit-Limit")) or self._limit
+        self._limit = parse_count(headers.get("X-RateLimit-Limit")) or self._limit
         if "Retry-After" not in headers:  # a refused request takes no slot in the window
             self._count(getattr(self._local, "sent_at", self._clock()))
         if sequence < self._newest_answered:
@@ -177,10 +303,3 @@ class RatePacer:
         if self._remaining > low_water:
             return 0.0
         return (self._reset_at - at) / max(self._remaining, 1)
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None

@@ -12,6 +12,7 @@ from tap_apixx.errors import (
     BoundaryCheckError,
     OutOfOrderError,
     PagingStalledError,
+    PagingStuckError,
     TapApixxError,
     TieGroupTooLargeError,
 )
@@ -404,15 +405,38 @@ class StartingAfterPaginator(BaseAPIPaginator[str | None]):
     """Pages an ops list with `starting_after=<id of the last item>` until `meta.has_more` is false.
 
     The token is the id to pass as `starting_after` (None for the first page). A page that says
-    `has_more` but holds no items cannot be paged further, so it ends the list too.
+    `has_more` but holds no items cannot be paged further, so it ends the list too. Paging must
+    move forward: an id met again (a repeated page, a cursor going round a cycle) stops the
+    list with PagingStuckError, before the repeated items are emitted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stream: str = "ops list") -> None:
         super().__init__(None)
+        self.stream = stream
+        self.seen: set[str] = set()  # every id met so far, on this sync of the list
+
+    def check_page(self, ids: list[str], request_id: str | None) -> None:
+        """Stop if this page holds an id met before (on it or an earlier page)."""
+        for item_id in ids:
+            if item_id in self.seen:
+                self._stuck(item_id, request_id)
+            self.seen.add(item_id)
+
+    def _stuck(self, item_id: str, request_id: str | None) -> t.NoReturn:
+        msg = (
+            f"{self.stream}: the API's paging does not move forward: id {item_id!r} came back "
+            f"after starting_after={self.current_value!r} (request_id={request_id}); stopping "
+            "rather than loop or emit it twice."
+        )
+        raise PagingStuckError(msg)
 
     def has_more(self, response: t.Any) -> bool:
         body = response_body(response)
-        return bool((body.get("meta") or {}).get("has_more")) and bool(body.get("data"))
+        return (body.get("meta") or {}).get("has_more") is True and bool(body.get("data"))
 
     def get_next(self, response: t.Any) -> str | None:
-        return response_body(response)["data"][-1]["id"]
+        token: str = response_body(response)["data"][-1]["id"]
+        if token == self.current_value:  # the SDK would raise a bare RuntimeError here
+            self._stuck(token, response.headers.get("X-Request-Id"))
+        return token
+

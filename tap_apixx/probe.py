@@ -14,6 +14,7 @@ import orjson
 import requests
 
 from tap_apixx.connectivity import ConnectionProblem, diagnose
+from tap_apixx.http_guard import exchange, mount
 from tap_apixx.pagination import MAX_PAGE_SIZE
 
 if t.TYPE_CHECKING:
@@ -113,6 +114,7 @@ class Prober:
         self.budget = budget
         self.replies: list[Reply] = []
         self.session = requests.Session()
+        mount(self.session)  # the request deadline can cut its connections too
 
     @property
     def sent(self) -> int:
@@ -139,7 +141,13 @@ class Prober:
         pacer = stream.pacer
         pacer.acquire()
         try:
-            response = self.session.send(prepared, timeout=stream.timeout, allow_redirects=False)
+            response = exchange(  # to a configured origin only, within deadline and size cap
+                self.session.send,
+                prepared,
+                stream.limits,
+                timeout=stream.timeout,
+                allow_redirects=False,
+            )
         except requests.RequestException as exc:
             pacer.observe({})
             reply.problem = diagnose(exc, stream.url_base, stream.url_setting)

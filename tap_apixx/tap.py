@@ -10,6 +10,14 @@ from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 
 from tap_apixx.cli import OneLineErrors
+from tap_apixx.http_guard import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE,
+    MAX_REQUEST_DEADLINE,
+    MAX_RESPONSE_BYTES,
+    MIN_RESPONSE_BYTES,
+)
+from tap_apixx.inputs import CheckedInputs, StreamKeys
 from tap_apixx.lifecycle import Lifecycle
 from tap_apixx.new_fields import DEFAULT_NEW_FIELDS, NEW_FIELDS_POLICIES
 from tap_apixx.ops_streams import DEFAULT_RUNS_LOOKBACK_HOURS, OPS_STREAMS, ops_streams
@@ -23,8 +31,10 @@ from tap_apixx.settings import (
     DEFAULT_API_URL,
     DEFAULT_DATA_URL,
     DEFAULT_LOOKBACK_MINUTES,
+    DEFAULT_MAX_RATE_LIMIT_WAIT,
     DEFAULT_REQUEST_TIMEOUT,
     MAX_LOOKBACK_MINUTES,
+    MAX_RATE_LIMIT_WAIT,
     MAX_REQUEST_TIMEOUT,
     MAX_RUNS_LOOKBACK_HOURS,
     SERVER_READ_LIMIT,
@@ -38,7 +48,15 @@ if t.TYPE_CHECKING:
 MAX_PARALLEL_STREAMS = len(CANONICAL_ENTITIES) + len(OPS_STREAMS)  # one thread per stream
 
 
-class TapApixx(OneLineErrors, Lifecycle, CheckedSettings, ParallelSync, SerialOutput, Tap):
+def _own_str(cls: type, attribute: str) -> str | None:
+    """A class attribute that is a string (not an SDK property), else None."""
+    value = getattr(cls, attribute, None)
+    return value if isinstance(value, str) else None
+
+
+class TapApixx(
+    OneLineErrors, Lifecycle, CheckedSettings, CheckedInputs, ParallelSync, SerialOutput, Tap
+):
     """Singer tap for the APIXX canonical data layer and its ops API."""
 
     name = "tap-apixx"
@@ -47,6 +65,13 @@ class TapApixx(OneLineErrors, Lifecycle, CheckedSettings, ParallelSync, SerialOu
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
         c for c in Tap.capabilities if c is not PluginCapabilities.BATCH
     ]
+    stream_keys: t.ClassVar[dict[str, StreamKeys]] = {
+        **{entity: StreamKeys("updated_at", ("canonical_id",)) for entity in CANONICAL_ENTITIES},
+        **{
+            name: StreamKeys(_own_str(cls, "replication_key"), tuple(cls.primary_keys))
+            for name, cls in OPS_STREAMS.items()
+        },
+    }
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -162,7 +187,32 @@ class TapApixx(OneLineErrors, Lifecycle, CheckedSettings, ParallelSync, SerialOu
             th.IntegerType(minimum=1, maximum=MAX_REQUEST_TIMEOUT),
             default=DEFAULT_REQUEST_TIMEOUT,
             title="Request timeout (s)",
-            description="Seconds to wait for a response before retrying the request.",
+            description="Seconds without a byte from the server before a request is retried.",
+        ),
+        th.Property(
+            "request_deadline",
+            th.IntegerType(minimum=1, maximum=MAX_REQUEST_DEADLINE),
+            default=DEFAULT_REQUEST_DEADLINE,
+            title="Request deadline (s)",
+            description="Seconds one request may take in all (connect, headers, body), however "
+            "steadily the server trickles bytes; past it the request is retried.",
+        ),
+        th.Property(
+            "max_response_bytes",
+            th.IntegerType(minimum=MIN_RESPONSE_BYTES, maximum=MAX_RESPONSE_BYTES),
+            default=DEFAULT_MAX_RESPONSE_BYTES,
+            title="Max response size (bytes)",
+            description="A response body larger than this (after decompression) stops the "
+            "sync with a clear error. The default, 256 MiB, is far above any page the API sends.",
+        ),
+        th.Property(
+            "max_rate_limit_wait",
+            th.IntegerType(minimum=1, maximum=MAX_RATE_LIMIT_WAIT),
+            default=DEFAULT_MAX_RATE_LIMIT_WAIT,
+            title="Max rate-limit wait (s)",
+            description="The longest single wait the rate-limit headers may impose: a longer "
+            "Retry-After on a 429 stops the sync with a clear error; a longer X-RateLimit-Reset "
+            "wait is cut to this, then the request is tried.",
         ),
         th.Property(
             "semantics_probe",
@@ -189,6 +239,9 @@ class TapApixx(OneLineErrors, Lifecycle, CheckedSettings, ParallelSync, SerialOu
             description="User-Agent header. Default: tap-apixx/<version>.",
         ),
     ).to_dict()
+    own_settings: t.ClassVar[frozenset[str]] = frozenset(
+        config_jsonschema["properties"]
+    )  # before the SDK appends its own
 
     def discover_streams(self) -> list[Stream]:
         return [*canonical_streams(self), *ops_streams(self)]
@@ -196,7 +249,9 @@ class TapApixx(OneLineErrors, Lifecycle, CheckedSettings, ParallelSync, SerialOu
     @cached_property
     def pacer(self) -> RatePacer:
         """One request budget for this tap's key, shared by all its streams."""
-        return RatePacer(self.config.get("max_requests_per_minute"))
+        ceiling = float(self.config.get("max_rate_limit_wait", DEFAULT_MAX_RATE_LIMIT_WAIT))
+        cap = self.config.get("max_requests_per_minute")
+        return RatePacer(cap, max_wait=ceiling, logger=self.logger)
 
     def before_sync(self) -> None:
         if self.config.get("semantics_probe", True):

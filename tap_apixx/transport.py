@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 import typing as t
+from functools import cached_property
 from urllib.parse import urlsplit
 
 import orjson
@@ -15,7 +16,6 @@ from singer_sdk.exceptions import RetriableAPIError
 
 from tap_apixx.connectivity import FIRST_CONTACT_WAIT_SECONDS, FirstContact, diagnose
 from tap_apixx.error_policy import (
-    MAX_RETRY_AFTER_SECONDS,
     MAX_THROTTLED_RETRIES,
     Action,
     ThrottledError,
@@ -26,7 +26,17 @@ from tap_apixx.error_policy import (
     rid,
 )
 from tap_apixx.errors import ApiRequestError
-from tap_apixx.settings import redact
+from tap_apixx.http_guard import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE,
+    Limits,
+    OriginRefused,
+    ResponseTooLarge,
+    check_origin,
+    exchange,
+    mount,
+)
+from tap_apixx.settings import DEFAULT_MAX_RATE_LIMIT_WAIT, allowed_origins, redact
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -58,6 +68,7 @@ class PacedSession(requests.Session):
         super().__init__()
         self.owner = owner  # not `stream`: requests.Session.stream is its body-streaming flag
         self._proxies: dict[tuple[str, str], dict[str, str]] = {}
+        mount(self)  # connections the request deadline can cut
 
     def proxies_for(self, request: requests.PreparedRequest) -> dict[str, str]:
         """The proxies for the request's scheme and host, from HTTPS_PROXY/NO_PROXY & co.
@@ -72,13 +83,22 @@ class PacedSession(requests.Session):
         return found
 
     def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
+        """One paced exchange, to a configured origin only, within the deadline and size cap."""
+        stream, pacer = self.owner, self.owner.pacer
+        try:
+            check_origin(request.url or "", stream.limits.origins)
+        except OriginRefused as exc:
+            raise ApiRequestError(f"{stream.name}: {exc}") from None
         if "proxies" not in kwargs:  # requests would look in the environment on every call
             kwargs["proxies"] = self.proxies_for(request)
-        pacer = self.owner.pacer
         pacer.acquire()
-        self.owner.counts["requests"] += 1
+        stream.counts["requests"] += 1
         try:
-            response = super().send(request, **kwargs)
+            response = exchange(super().send, request, stream.limits, **kwargs)
+        except ResponseTooLarge as exc:
+            pacer.observe(exc.response.headers if exc.response is not None else {})
+            where = f" {rid(exc.response)}" if exc.response is not None else ""
+            raise ApiRequestError(f"{stream.name}: {exc}{where}", status=200) from None
         except BaseException:
             pacer.observe({})  # no longer in flight (other threads may wait on its answer)
             raise
@@ -114,6 +134,20 @@ class TransportStream(RESTStream[t.Any]):
     def first_contact(self) -> FirstContact:
         """The hosts that answered in this run, shared by the tap's streams."""
         return self._tap.__dict__.setdefault("_apixx_first_contact", FirstContact())
+
+    @cached_property
+    def limits(self) -> Limits:
+        """The deadline, size cap and origins every exchange of this stream is held to."""
+        config = self.config
+        return Limits(
+            float(config.get("request_deadline", DEFAULT_REQUEST_DEADLINE)),
+            int(config.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)),
+            allowed_origins(config),
+        )
+
+    @cached_property
+    def max_rate_limit_wait(self) -> float:
+        return float(self.config.get("max_rate_limit_wait", DEFAULT_MAX_RATE_LIMIT_WAIT))
 
     def redact(self, text: str) -> str:
         """Remove the API key from any text that may be shown or logged."""
@@ -167,11 +201,16 @@ class TransportStream(RESTStream[t.Any]):
 
     def _wait_throttled(self, exc: ThrottledError, throttles: int) -> None:
         self.counts["throttled"] += 1
-        if exc.retry_after > MAX_RETRY_AFTER_SECONDS or throttles > MAX_THROTTLED_RETRIES:
+        ceiling = self.max_rate_limit_wait
+        if exc.retry_after > ceiling or throttles > MAX_THROTTLED_RETRIES:
+            why = (
+                f"Retry-After is beyond max_rate_limit_wait ({ceiling:.0f} s)"
+                if exc.retry_after > ceiling
+                else f"{throttles} rate-limited attempts"
+            )
             msg = (
-                f"{exc} — giving up after {throttles} rate-limited attempt(s) "
-                f"(ceiling {MAX_RETRY_AFTER_SECONDS} s); lower max_requests_per_minute or "
-                "stop other jobs sharing this api_key."
+                f"{exc} — giving up: {why}; lower max_requests_per_minute, stop other jobs "
+                "sharing this api_key, or raise max_rate_limit_wait."
             )
             raise ApiRequestError(self.redact(msg), status=429, code="rate_limited") from None
         self.logger.warning("%s; waiting before retrying", exc)

@@ -11,6 +11,7 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -46,20 +47,39 @@ class SecretScan:
     scanned: int = 0
 
     def watch(self, where: str, text: t.Any) -> t.Any:
-        """Scan `text` (str, bytes or anything JSON-able) now; return it unchanged."""
-        blob = text if isinstance(text, str) else _as_text(text)
+        """Scan `text` (str, bytes or anything JSON-able) now; return it unchanged.
+
+        Every form of each key counts: raw, stripped of stray whitespace and control
+        characters, escaped (repr, JSON), URL-quoted, and inside bytes (any of these encoded).
+        """
+        blobs = [text] if isinstance(text, str) else _as_texts(text)
         self.scanned += 1
-        self.hits += [f"{where}: contains the key {s[:8]}…" for s in self.secrets if s in blob]
+        for secret in self.secrets:
+            if any(form in blob for form in secret_forms(secret) for blob in blobs):
+                self.hits.append(f"{where}: contains the key {secret[:8]!r}… (in some form)")
         return text
 
 
 SCAN = SecretScan()
 
 
-def _as_text(value: t.Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return json.dumps(value, default=str)
+MIN_FORM = 12  # shorter fragments of a key (a bare prefix) are not a leak on their own
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The forms a key can take in text: raw, trimmed, escaped, repr'd, quoted."""
+    core = "".join(c for c in secret if c.isprintable() and not c.isspace())
+    forms = {secret, secret.strip(), core, repr(secret)[1:-1], json.dumps(secret)[1:-1],
+             json.dumps(secret, ensure_ascii=False)[1:-1], quote(secret, safe=""),
+             quote_plus(secret), repr(secret.encode("utf-8", "backslashreplace"))[2:-1]}
+    return {form for form in forms if len(form) >= MIN_FORM}
+
+
+def _as_texts(value: t.Any) -> list[str]:
+    if isinstance(value, (bytes, bytearray)):
+        raw = bytes(value)
+        return [raw.decode("utf-8", "replace"), raw.decode("latin-1"), repr(raw)]
+    return [json.dumps(value, default=str), json.dumps(value, default=str, ensure_ascii=False)]
 
 
 def watch(where: str, text: t.Any) -> t.Any:

@@ -8,8 +8,9 @@ import typing as t
 import pytest
 
 from apixx_emulator.testing import DEFAULT_KEY
-from tap_apixx import error_policy, transport
+from tap_apixx import transport
 from tap_apixx.errors import ApiRequestError
+from tap_apixx.settings import DEFAULT_MAX_RATE_LIMIT_WAIT
 from tap_apixx.streams import CANONICAL_ENTITIES, CanonicalStream, load_schema
 from tap_apixx.tap import TapApixx
 from tests.helpers.tap import TAP, config_for, latest, list_requests, run_cli, run_tap, truth
@@ -130,8 +131,9 @@ def test_429_waits_its_retry_after_even_beyond_30s(emulator_factory, monkeypatch
 def test_retry_after_beyond_the_ceiling_fails_clearly(emulator_factory, monkeypatch) -> None:
     monkeypatch.setattr(transport.time, "sleep", lambda _: None)
     emu = emulator_factory(records_per_entity=10)
-    emu.faults(rate_429_rate=1.0, retry_after=error_policy.MAX_RETRY_AFTER_SECONDS + 1)
-    with pytest.raises(ApiRequestError, match="HTTP 429 rate_limited, Retry-After 901 s"):
+    emu.faults(rate_429_rate=1.0, retry_after=DEFAULT_MAX_RATE_LIMIT_WAIT + 1)
+    with pytest.raises(ApiRequestError, match="HTTP 429 rate_limited, Retry-After 901 s.*"
+                       r"beyond max_rate_limit_wait \(900 s\)"):
         run_tap(config_for(emu), streams=["order"])
 
 

@@ -194,9 +194,10 @@ def test_transport_seam_proxies_resolved_once_per_host_from_the_environment(monk
                         lambda req, *a: calls.append(req.url) or real(req, *a))
     seen: list[dict] = []
     answer = requests.Response()
-    answer.status_code = 200
+    answer.status_code, answer._content = 200, b"{}"
     monkeypatch.setattr(requests.Session, "send", lambda self, request, **kw: seen.append(kw) or answer)
-    tap = TapApixx(config={**CONFIG, "max_parallel_streams": 1})
+    hosts = {"data_url": "https://api.example/a", "api_url": "https://direct.example/c"}  # allowed
+    tap = TapApixx(config={**CONFIG, **hosts, "max_parallel_streams": 1})
     tap.__dict__["pacer"] = FakePacer()
     session = tap.streams["order"].requests_session
     for url in ("https://api.example/a", "https://api.example/b?x=1", "https://direct.example/c"):
