@@ -8,14 +8,12 @@ The tally counts the generated inputs per class and outcome for docs/reliability
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import sys
 import typing as t
 from collections import Counter
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from hypothesis import HealthCheck, settings
 
 from tap_apixx.tap import TapApixx
 from tests.helpers.resilience import FIGURES, watch
+from tests.helpers.tap import update_json_file
 
 ERROR = "tap-apixx: error: "
 
@@ -94,7 +93,6 @@ def run_cli(argv: list[str], env: dict[str, str] | None = None) -> Outcome:
     root = logging.getLogger()
     root.addHandler(capture)
     hook = sys.excepthook
-    out, err = io.StringIO(), io.StringIO()
     old_env = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
     try:
@@ -107,11 +105,10 @@ def run_cli(argv: list[str], env: dict[str, str] | None = None) -> Outcome:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    stderr = result.stderr + err.getvalue()
+    stderr = result.stderr
     log = "\n".join(capture.lines)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         log += f"\nTraceback (uncaught {type(result.exception).__name__}: {result.exception})"
-    del out
     for where, text in (("stdout", result.stdout), ("stderr", stderr), ("log", log)):
         watch(f"in-process cli {where}", text)
     return Outcome(result.exit_code, result.stdout, stderr, log)
@@ -135,14 +132,6 @@ def write_inputs(workdir: Path, **files: t.Any) -> list[str]:
     return argv
 
 
-def quiet_run(func: t.Callable[[], t.Any]) -> tuple[t.Any, str]:
-    """Call `func` with stdout and stderr captured; return its result and the text."""
-    out = io.StringIO()
-    with redirect_stdout(out), redirect_stderr(out):
-        result = func()
-    return result, out.getvalue()
-
-
 # The tally: output/resilience-figures.json, section "hostile": {test: {class, outcomes}}.
 
 class Tally:
@@ -158,11 +147,12 @@ class Tally:
     def save(self) -> None:
         if not self.counts:
             return
-        FIGURES.parent.mkdir(parents=True, exist_ok=True)
-        data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-        section = data.setdefault("ci", {}).setdefault("hostile", {})
-        section[self.test] = {"class": self.klass, "outcomes": dict(sorted(self.counts.items()))}
-        FIGURES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        entry = {"class": self.klass, "outcomes": dict(sorted(self.counts.items()))}
+
+        def change(data: dict) -> None:
+            data.setdefault("ci", {}).setdefault("hostile", {})[self.test] = entry
+
+        update_json_file(FIGURES, change)  # workers side by side write it too
 
 
 def tally_fixture(klass: int) -> t.Callable[..., t.Iterator[Tally]]:

@@ -35,7 +35,7 @@ def test_a_bad_config_is_one_clear_line_not_a_warning_too(tmp_path: Path) -> Non
     config.write_text("{}")
     proc = run_tap("--config", str(config))
     assert proc.returncode != 0
-    assert "tap-apixx: error: config: 'api_key' is a required property" in proc.stderr
+    assert "tap-apixx: error: config: api_key: is required" in proc.stderr
     assert "Config validation failed" not in proc.stderr, proc.stderr
 
 
