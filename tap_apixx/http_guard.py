@@ -223,8 +223,14 @@ def exchange(
     limits: Limits,
     **kwargs: t.Any,
 ) -> requests.Response:
-    """`send(request, stream=True, ...)`, then the body, all within `limits`."""
+    """`send(request, stream=True, ...)`, then the body, all within `limits`.
+
+    Plain http (allowed to loopback only) never goes through a proxy: HTTP_PROXY would
+    otherwise carry the key in clear to whatever host the proxy is.
+    """
     check_origin(request.url or "", limits.origins)
+    if (origin_of(request.url or "") or ("",))[0] == "http":
+        kwargs["proxies"] = {}
     idle = kwargs.pop("timeout", None)
     idle = min(float(idle), limits.deadline) if isinstance(idle, (int, float)) else limits.deadline
     watch = _watchdog.start(limits.deadline)

@@ -252,3 +252,21 @@ def test_a_server_sent_id_cannot_steer_the_detail_request(flow_id, resolver, tmp
         assert prefix == "" and "/" not in segment and "?" not in segment, request.target
         assert unquote(segment) == flow_id
     tally.add(outcome.kind)
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_plain_http_to_loopback_never_goes_through_a_proxy(variable, server, tmp_path,
+                                                           monkeypatch, tally: Tally) -> None:
+    """A proxy from the environment would carry the key in clear to the proxy's host."""
+    proxy = HostileServer(lambda request: json_reply({"proxied": True}))
+    with proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(variable, proxy.url)
+        argv = write_inputs(tmp_path, config={"api_key": KEY, "max_parallel_streams": 1,
+                                              "data_url": f"{server.url}/api/public/data"},
+                            catalog=catalog_for(["order"]))
+        outcome = run_cli(argv).check()
+    assert proxy.requests == [], [r.headers.get("authorization") is not None for r in proxy.requests]
+    assert outcome.code == 0, outcome.errors
+    tally.add("exit 0, no request through the proxy")
