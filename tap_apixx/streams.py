@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import typing as t
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from importlib import resources
 from urllib.parse import urlparse
 
@@ -19,6 +19,7 @@ from tap_apixx.errors import ApiRequestError
 from tap_apixx.new_fields import DEFAULT_NEW_FIELDS, NEW_FIELDS_KEY
 from tap_apixx.output import PageOutput
 from tap_apixx.pagination import MAX_PAGE_SIZE, Page, SeenAt, TieSafePaginator
+from tap_apixx.prefetch import NextPage
 from tap_apixx.progress import SyncProgress
 from tap_apixx.schema_drift import DEFAULT_TYPE_ERRORS, SchemaDrift
 from tap_apixx.settings import DEFAULT_LOOKBACK_MINUTES
@@ -200,9 +201,33 @@ class CanonicalStream(PageOutput, ApixxStream):
         paginator = self.get_new_paginator()
         progress = SyncProgress(self, paginator.current_value.since, self.window.end)
         reached_end = self._starts_past_end(paginator.current_value.since)
+        # --test reads one record: no page beyond the first is asked for
+        ahead = NextPage(self.name) if self.ABORT_AT_RECORD_COUNT is None else None
+        try:
+            yield from self._pages(context, paginator, progress, ahead, reached_end)
+        finally:
+            if ahead is not None:
+                ahead.abandon()  # stopped early (an error, a signal): its answer is not read
+        mark_complete(self.stream_state)  # a windowed state now says its window is read whole
+        self.state_manager.is_flushed = False
+        self.drift.summary()
+        progress.summary(paginator.costs.describe())
+
+    def _pages(
+        self,
+        context: Context | None,
+        paginator: TieSafePaginator,
+        progress: SyncProgress,
+        ahead: NextPage | None,
+        reached_end: bool,
+    ) -> Iterator[dict]:
+        """Page by page: take, check, yield, checkpoint; the next request is already out."""
         while not (paginator.finished or reached_end):
-            prepared = self._prepare_request(context=context, page=paginator)
-            response = self.send(prepared, context)
+            if ahead is not None and ahead.pending:
+                response = ahead.take()
+            else:
+                prepared = self._prepare_request(context=context, page=paginator)
+                response = self.send(prepared, context)
             payload = response_body(response)
             records, cursor = payload.get("data") or [], payload.get("next_cursor")
             inside = self.window.cut(records, "updated_at")  # end_date: the rest is not ours
@@ -211,6 +236,14 @@ class CanonicalStream(PageOutput, ApixxStream):
             fresh = paginator.take(page)
             if not reached_end:
                 paginator.advance(page)  # type: ignore[arg-type]  # may refuse a giant tie group
+                if ahead is not None and not paginator.finished:
+                    ahead.start(
+                        partial(
+                            self.send,
+                            self._prepare_request(context=context, page=paginator),
+                            context,
+                        )
+                    )
             added = self.drift.check(fresh, page.request_id)
             if added:
                 self.add_properties(added)
@@ -219,10 +252,6 @@ class CanonicalStream(PageOutput, ApixxStream):
             yield from fresh
             self._checkpoint(paginator)
             progress.tick(paginator.last_ts, records[0].get("updated_at") if records else None)
-        mark_complete(self.stream_state)  # a windowed state now says its window is read whole
-        self.state_manager.is_flushed = False
-        self.drift.summary()
-        progress.summary(paginator.costs.describe())
 
     def _starts_past_end(self, since: str | None) -> bool:
         """With end_date: True when the bookmark is already at or past it (nothing to read)."""
