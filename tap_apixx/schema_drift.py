@@ -25,7 +25,7 @@ import re
 import typing as t
 from dataclasses import dataclass
 from itertools import chain
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 
 import orjson
 
@@ -59,6 +59,25 @@ FORMATS: dict[str, re.Pattern[str]] = {
     "date": re.compile(DATE + r"\Z", re.ASCII),
     "uuid": re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\Z", re.ASCII),
 }
+# The same formats over a page's values joined by newlines: one C call instead of one per value
+# (a value holding a newline is caught by counting them, and then checked value by value)
+# (groups made non-capturing: capturing costs a third of the time in a repetition)
+PAGE_FORMATS: dict[re.Pattern[str], re.Pattern[str]] = {
+    p: re.compile(
+        r"(?:" + re.sub(r"\((?!\?)", "(?:", p.pattern.removesuffix(r"\Z")) + r"\n)*\Z", re.ASCII
+    )
+    for p in FORMATS.values()
+}
+
+
+def all_match(pattern: re.Pattern[str], strings: list[str]) -> bool:
+    """True when every string matches `pattern` (a format of FORMATS) as a whole."""
+    joined = "\n".join(strings) + "\n"
+    if joined.count("\n") == len(strings):
+        return PAGE_FORMATS[pattern].match(joined) is not None
+    return all(map(pattern.match, strings))
+
+
 INTEGER_TEXT = re.compile(r"[+-]?\d{1,18}\Z", re.ASCII)
 NUMBER_TEXT = re.compile(r"[+-]?\d{1,15}(\.\d{1,15})?\Z", re.ASCII)  # exact as a double
 NULL = object()  # "this value cannot be coerced"
@@ -263,14 +282,16 @@ class SchemaDrift:
                 values = list(map(itemgetter(names[0]), records))
             else:  # itemgetter of several names: a tuple per record, flattened
                 values = list(chain.from_iterable(map(itemgetter(*names), records)))
-        except KeyError:  # some record lacks a field (allowed): check it the slow way
-            return all(rule.valid(r.get(n, MISSING)) for n in names for r in records)
+        except KeyError:  # some record lacks a field (allowed): MISSING stands for it
+            values = []
+            for name in names:
+                values += map(methodcaller("get", name, MISSING), records)
         kinds = set(map(type, values))
         if not kinds <= rule.types:
             return False
         if rule.pattern is not None and str in kinds:
             strings = values if len(kinds) == 1 else [v for v in values if type(v) is str]
-            if not all(map(rule.pattern.match, strings)):
+            if not all_match(rule.pattern, strings):
                 return False
         inner = rule.values
         if inner is not None and dict in kinds:

@@ -169,3 +169,23 @@ def test_every_record_emitted_under_bad_data_validates_against_its_schema(emu, e
         errors = [e.message for e in check.iter_errors(record)]
         assert not errors, (record, errors)
     assert latest(records) == truth(emu, entity)  # and nothing was lost on the way
+
+
+formatted = st.sampled_from(["2026-01-02T03:04:05Z", "2026-01-02T03:04:05.123+05:30", "2026-02-30T00:00:00Z",
+                             "2026-01-02", "2026-1-02", "0b9e6f3c-1d2a-4e5f-8a9b-0c1d2e3f4a5b",
+                             "0b9e6f3c-1d2a-4e5f-8a9b-0c1d2e3f4a5", "", "\n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(fmt=st.sampled_from(["date-time", "date", "uuid"]),
+       strings=st.lists(formatted | st.text(max_size=30) | st.builds("\n".join, st.lists(formatted, max_size=3)),
+                        max_size=20))
+def test_a_page_of_strings_is_checked_at_once_exactly_as_one_by_one(fmt, strings):
+    """all_match (one regular expression over the page's values joined) agrees with the
+    per-value check, including values that hold the newline it joins them with."""
+    from tap_apixx.schema_drift import FORMATS as PATTERNS
+    from tap_apixx.schema_drift import all_match
+
+    pattern = PATTERNS[fmt]
+    expected = all(pattern.match(s) is not None for s in strings)
+    assert all_match(pattern, strings) == expected
