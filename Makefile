@@ -67,6 +67,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 
 # several minutes: throughput of the tap, a baseline, meltano run, dlt, and rate-budget use
 bench: install plugins $(BENCH_STAMP)
+	@$(PY) -m compileall -q tap_apixx apixx_emulator scripts >/dev/null
 	$(PY) scripts/bench.py
 
 demo: install plugins

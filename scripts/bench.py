@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -381,24 +382,46 @@ def rate_run(emu: EmulatorProcess, size: Size, work: Path, parallel: int) -> dic
 
 # -- the table ------------------------------------------------------------------------------------
 
+def spread(values: list[float], fmt: str, unit: str = "") -> str:
+    """The median of the runs, and their range when there are several."""
+    middle = statistics.median(values)
+    text = f"{middle:{fmt}}{unit}"
+    if len(values) > 1:
+        text += f" ({min(values):{fmt}}-{max(values):{fmt}} over {len(values)} runs)"
+    return text
+
+
+def pick(runs: list[dict], *path: str) -> list[float]:
+    values = []
+    for run in runs:
+        value: t.Any = run
+        for key in path:
+            value = value[key]
+        values.append(value)
+    return values
+
+
 def table(res: Results, size: Size) -> str:
     f = res.figures
-    tap, base = f["tap"], f["baseline"]
-    ratio = tap["records_per_s"] / base["records_per_s"]
-    f["tap_over_baseline"] = ratio
+    runs = f["runs"]
+    for one in runs:  # each run's ratio compares measurements of that run
+        one["tap_over_baseline"] = one["tap"]["records_per_s"] / one["baseline"]["records_per_s"]
+    ratios = pick(runs, "tap_over_baseline")
+    f["tap_over_baseline"] = statistics.median(ratios)
     rows = [
         ((f"Tap alone: `{ENTITY}`, {size.records:,} records, page {size.page_size}, stdout to "
-         "/dev/null"), f"{tap['records_per_s']:,.0f} records/s",
-         (f"{tap['seconds']:.1f} s wall (incl. {tap['startup_s']:.1f} s start-up); peak memory "
-         f"{tap['peak_memory_mib']:.0f} MiB")),
+         "/dev/null"), spread(pick(runs, "tap", "records_per_s"), ",.0f", " records/s"),
+         (f"{spread(pick(runs, 'tap', 'seconds'), '.1f', ' s')} wall (incl. "
+          f"{spread(pick(runs, 'tap', 'startup_s'), '.1f', ' s')} start-up); peak memory "
+          f"{spread(pick(runs, 'tap', 'peak_memory_mib'), '.0f', ' MiB')}")),
         ("Baseline: requests + json, same pages, same RECORD lines",
-         f"{base['records_per_s']:,.0f} records/s",
-         (f"tap / baseline = **{ratio:.2f}** (goal >= 1.2); peak memory "
-         f"{base['peak_memory_mib']:.0f} MiB")),
+         spread(pick(runs, "baseline", "records_per_s"), ",.0f", " records/s"),
+         (f"tap / baseline = **{spread(ratios, '.2f')}** (goal >= 1.2); peak memory "
+          f"{spread(pick(runs, 'baseline', 'peak_memory_mib'), '.0f', ' MiB')}")),
     ]
-    rows.append(meltano_row(f["meltano"]))
-    rows += postgres_rows(f["postgres"])
-    rows.append(dlt_row(f["dlt"], f["meltano"], tap, size))
+    rows.append(meltano_row([r["meltano"] for r in runs]))
+    rows += postgres_rows([r["postgres"] for r in runs])
+    rows.append(dlt_row(runs, size))
     for run in f["rate"].values():
         label = ("sequential (max_parallel_streams=1)" if run["parallel"] == 1
                  else f"concurrent (max_parallel_streams={run['parallel']})")
@@ -414,60 +437,77 @@ def table(res: Results, size: Size) -> str:
     return "\n".join(lines)
 
 
-def meltano_row(m: dict) -> tuple[str, str, str]:
+def meltano_row(ms: list[dict]) -> tuple[str, str, str]:
     label = "`meltano run tap-apixx target-duckdb`, same data"
-    if "skipped" in m:
-        return label, "skipped", m["skipped"]
-    return (label, f"{m['records_per_s']:,.0f} records/s end to end",
-            (f"{m['seconds']:.1f} s, {m['records']:,} rows; tap alone {m['tap_alone_s']:.1f} s, "
-            f"target-duckdb alone {m['target_alone_s']:.1f} s, meltano start-up and piping "
-            f"{m['overhead_s']:.1f} s"))
+    if any("skipped" in m for m in ms):
+        return label, "skipped", ms[0].get("skipped", "")
+    rows = sorted({m["records"] for m in ms})
+    return (label, spread(pick(ms, "records_per_s"), ",.0f", " records/s end to end"),
+            (f"{spread(pick(ms, 'seconds'), '.1f', ' s')}, {', '.join(f'{r:,}' for r in rows)} rows; "
+             f"tap alone {spread(pick(ms, 'tap_alone_s'), '.1f', ' s')}, target-duckdb alone "
+             f"{spread(pick(ms, 'target_alone_s'), '.1f', ' s')}, meltano start-up and piping "
+             f"{spread(pick(ms, 'overhead_s'), '.1f', ' s')}"))
 
 
-def postgres_rows(p: dict) -> list[tuple[str, str, str]]:
+def postgres_rows(ps: list[dict]) -> list[tuple[str, str, str]]:
     label = "`meltano run tap-apixx target-postgres`, same data"
-    if "skipped" in p:
-        return [(label, "skipped", p["skipped"])]
-    default, ours = p["default"], p["ours"]
+    if any("skipped" in p for p in ps):
+        return [(label, "skipped", ps[0].get("skipped", ""))]
+
+    def rows(mode: str) -> str:
+        return ", ".join(f"{r:,}" for r in sorted({p[mode]["records"] for p in ps}))
+
     return [
         (f"{label}: the target's defaults (`validate_records: true`, `use_copy: false`)",
-         f"{default['records_per_s']:,.0f} records/s end to end",
-         f"{default['seconds']:.1f} s, {default['records']:,} rows"),
+         spread(pick(ps, "default", "records_per_s"), ",.0f", " records/s end to end"),
+         f"{spread(pick(ps, 'default', 'seconds'), '.1f', ' s')}, {rows('default')} rows"),
         (f"{label}: our `meltano.yml` (`validate_records: false`, `use_copy: true`)",
-         f"{ours['records_per_s']:,.0f} records/s end to end",
-         (f"{ours['seconds']:.1f} s, {ours['records']:,} rows; ours / defaults = "
-          f"**{p['speedup']:.2f}** (goal >= 2; and >= 10,000 records/s)")),
+         spread(pick(ps, "ours", "records_per_s"), ",.0f", " records/s end to end"),
+         (f"{spread(pick(ps, 'ours', 'seconds'), '.1f', ' s')}, {rows('ours')} rows; ours / defaults = "
+          f"**{spread(pick(ps, 'speedup'), '.2f')}** (goal >= 2; and >= 10,000 records/s)")),
     ]
 
 
-def dlt_row(d: dict, m: dict, tap: dict, size: Size) -> tuple[str, str, str]:
+def dlt_row(runs: list[dict], size: Size) -> tuple[str, str, str]:
     label = "Peer: dlt `rest_api` (cursor paginator) into DuckDB, same entity"
-    if "skipped" in d:
-        return label, "skipped", d["skipped"]
-    ours = m.get("records_per_s")
-    versus = f"meltano run / dlt = {ours / d['records_per_s']:.2f}; " if ours else ""
-    lost = size.records - d["records"]
-    return (label, f"{d['records_per_s']:,.0f} records/s",
-            f"{versus}tap alone / dlt = {tap['records_per_s'] / d['records_per_s']:.2f}; "
-            f"dlt loaded {d['records']:,} rows of {size.records:,}"
-            + (f" (**lost {lost:,}** at tied page boundaries)" if lost else ""))
+    ds = [r["dlt"] for r in runs]
+    if any("skipped" in d for d in ds):
+        return label, "skipped", ds[0].get("skipped", "")
+    versus = ""
+    if not any("skipped" in r["meltano"] for r in runs):
+        versus = "meltano run / dlt = " + spread(
+            [r["meltano"]["records_per_s"] / r["dlt"]["records_per_s"] for r in runs], ".2f") + "; "
+    alone = spread([r["tap"]["records_per_s"] / r["dlt"]["records_per_s"] for r in runs], ".2f")
+    lost = [size.records - d["records"] for d in ds]
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    return (label, spread(pick(ds, "records_per_s"), ",.0f", " records/s"),
+            f"{versus}tap alone / dlt = {alone}; dlt lost "
+            + ", ".join(f"**{n:,}**" for n in lost)
+            + f" of {size.records:,} rows at tied page boundaries (emulator seeds {seeds})")
 
 
-def run(size: Size, out: Path) -> Results:
+def run(size: Size, out: Path, runs: int) -> Results:
     res = Results(size=asdict(size), started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    res.figures["runs"] = []
     with tempfile.TemporaryDirectory(prefix="apixx-bench-") as tmp:
-        work = Path(tmp)
-        flags = {"records_per_entity": 10, "records_for": [f"{ENTITY}={size.records}"],
-                 "read_limit": 10**9, "ready_timeout": 600}
-        with EmulatorProcess(**flags) as emu:
-            truth = len(emu.ground_truth(ENTITY))
-            assert truth == size.records, f"emulator has {truth} {ENTITY} records"
-            res.figures["tap"] = bench_tap(emu, size, work)
-            res.figures["baseline"] = bench_baseline(emu, size)
-            res.figures["meltano"] = bench_meltano(emu, size, work)
-            res.figures["postgres"] = bench_postgres(emu, size, work)
-            res.figures["dlt"] = bench_dlt(emu, size, work)
-        res.figures["rate"] = bench_rate(size, work)
+        for index in range(runs):
+            work = Path(tmp) / f"run-{index + 1}"
+            work.mkdir()
+            seed = 42 + index  # other data each run: where ties straddle pages moves (dlt's losses)
+            flags = {"records_per_entity": 10, "records_for": [f"{ENTITY}={size.records}"],
+                     "read_limit": 10**9, "ready_timeout": 600, "seed": seed}
+            one: dict[str, t.Any] = {"seed": seed}
+            with EmulatorProcess(**flags) as emu:
+                truth = len(emu.ground_truth(ENTITY))
+                assert truth == size.records, f"emulator has {truth} {ENTITY} records"
+                one["tap"] = bench_tap(emu, size, work)
+                one["baseline"] = bench_baseline(emu, size)
+                one["meltano"] = bench_meltano(emu, size, work)
+                one["postgres"] = bench_postgres(emu, size, work)
+                one["dlt"] = bench_dlt(emu, size, work)
+            res.figures["runs"].append(one)
+            print(f"run {index + 1} of {runs} done", file=sys.stderr, flush=True)
+        res.figures["rate"] = bench_rate(size, Path(tmp))
     res.figures["table"] = table(res, size)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(asdict(res), indent=2) + "\n")
@@ -481,6 +521,8 @@ def main() -> None:
                         help="where to write the figures (default: output/bench-results.json)")
     parser.add_argument("--baseline-client", nargs=3, metavar=("URL", "ENTITY", "PAGE"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--runs", type=int, default=None,
+                        help="throughput runs, each on other data (default: 3; 1 with --quick)")
     parser.add_argument("--dlt-client", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_client:
@@ -491,7 +533,8 @@ def main() -> None:
         return dlt_client(url, entity, int(page), db, pipes)
     size = QUICK if args.quick else Size()
     started = time.perf_counter()
-    res = run(size, args.json)
+    runs = args.runs or (1 if args.quick else 3)
+    res = run(size, args.json, runs)
     print(f"\ntap-apixx benchmark ({'quick' if args.quick else 'full'}; emulator on loopback; "
           f"{time.perf_counter() - started:.0f} s; figures in {args.json})\n")
     print(res.figures["table"])

@@ -48,10 +48,40 @@ def test_quick_benchmark_prints_the_table_and_writes_the_figures(tmp_path: Path)
     figures = results["figures"]
     assert figures["table"] in proc.stdout
     records = results["size"]["records"]
-    assert figures["tap"]["records"] == figures["baseline"]["records"] == records
-    if "skipped" not in figures["meltano"]:
-        assert figures["meltano"]["records"] == records  # every record reached DuckDB
-    if "skipped" not in figures["postgres"]:  # and PostgreSQL, with either target setting
-        assert figures["postgres"]["default"]["records"] == figures["postgres"]["ours"]["records"] == records
+    assert len(figures["runs"]) == 1  # --quick: one run (a full `make bench` makes three)
+    for run in figures["runs"]:
+        assert run["tap"]["records"] == run["baseline"]["records"] == records
+        if "skipped" not in run["meltano"]:
+            assert run["meltano"]["records"] == records  # every record reached DuckDB
+        if "skipped" not in run["postgres"]:  # and PostgreSQL, with either target setting
+            assert run["postgres"]["default"]["records"] == run["postgres"]["ours"]["records"] == records
     assert {run["parallel"] for run in figures["rate"].values()} == {1, 4}
     assert all(run["http_429"] == 0 for run in figures["rate"].values())
+
+
+def test_several_runs_give_each_figure_as_its_median_and_range() -> None:
+    """The table of a 3-run benchmark, from figures made up here (no process is started)."""
+    sys.path.insert(0, "scripts")
+    import bench
+
+    def one(seed: int, tap: float, base: float, pg: float, dlt_rows: int) -> dict:
+        return {"seed": seed,
+                "tap": {"records": 1000, "records_per_s": tap, "seconds": 1000 / tap, "startup_s": 0.5,
+                        "peak_memory_mib": 50.0},
+                "baseline": {"records": 1000, "records_per_s": base, "peak_memory_mib": 30.0},
+                "meltano": {"skipped": "not installed"},
+                "postgres": {"default": {"records": 1000, "records_per_s": pg / 4, "seconds": 4000 / pg},
+                             "ours": {"records": 1000, "records_per_s": pg, "seconds": 1000 / pg},
+                             "speedup": 4.0},
+                "dlt": {"records": dlt_rows, "records_per_s": 100.0}}
+
+    size = bench.Size(records=1000)
+    res = bench.Results(size={}, started="", figures={"runs": [
+        one(42, 300.0, 200.0, 80.0, 990), one(43, 100.0, 100.0, 120.0, 1000), one(44, 200.0, 100.0, 100.0, 975),
+    ], "rate": {}})
+    text = bench.table(res, size)
+    assert "200 records/s (100-300 over 3 runs)" in text  # the tap: median, then the range
+    assert "tap / baseline = **1.50 (1.00-2.00 over 3 runs)**" in text  # each run's own ratio
+    assert "100 records/s end to end (80-120 over 3 runs)" in text  # PostgreSQL, ours
+    assert "dlt lost **10**, **0**, **25** of 1,000 rows" in text and "seeds 42, 43, 44" in text
+    assert res.figures["tap_over_baseline"] == 1.5
