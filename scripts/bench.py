@@ -9,8 +9,8 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
