@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import typing as t
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,6 +39,7 @@ class Size:
 
     records: int = 200_000  # one entity, for the throughput parts
     page_size: int = 1000
+    memory_records: tuple[int, ...] = (100_000, 1_000_000)  # the tap's peak memory at each size
     rate_records: int = 900  # per entity, for the rate-budget part
     rate_page_size: int = 10  # small pages: many requests per stream
     rate_limit: int = SERVER_LIMIT
@@ -48,7 +49,8 @@ class Size:
     parallel: int = 4
 
 
-QUICK = Size(records=5_000, rate_records=150, rate_limit=30, rate_window_s=3.0)
+QUICK = Size(records=5_000, memory_records=(1_000, 5_000), rate_records=150, rate_limit=30,
+             rate_window_s=3.0)
 
 
 @dataclass
@@ -335,6 +337,22 @@ def dlt_client(data_url: str, entity: str, page_size: int, db: str, pipelines_di
     pipeline.run(source)
 
 
+# -- 4b. memory: the tap's peak at two sizes ------------------------------------------------------
+
+def bench_memory(size: Size, work: Path) -> dict:
+    """Peak memory of the tap alone syncing each size of `order` (a page at a time: flat)."""
+    results = {}
+    for records in size.memory_records:
+        flags = {"records_per_entity": 10, "records_for": [f"{ENTITY}={records}"],
+                 "read_limit": 10**9, "ready_timeout": 1200}
+        with EmulatorProcess(**flags) as emu:
+            one = bench_tap(emu, replace(size, records=records), work)
+        if one["records"] != records:
+            raise RuntimeError(f"the tap emitted {one['records']} of {records} records")
+        results[str(records)] = one
+    return results
+
+
 # -- 5. rate-budget use ---------------------------------------------------------------------------
 
 def bench_rate(size: Size, work: Path) -> dict:
@@ -422,6 +440,14 @@ def table(res: Results, size: Size) -> str:
     rows.append(meltano_row([r["meltano"] for r in runs]))
     rows += postgres_rows([r["postgres"] for r in runs])
     rows.append(dlt_row(runs, size))
+    if f.get("memory"):
+        sizes = list(f["memory"].values())
+        rows.append((
+            "Tap alone, peak memory: `" + ENTITY + "` at " + " and ".join(f"{m['records']:,}" for m in sizes)
+            + " records",
+            " and ".join(f"{m['peak_memory_mib']:.0f} MiB" for m in sizes),
+            "process peak (VmHWM); " + "; ".join(f"{m['records']:,} records at {m['records_per_s']:,.0f} records/s"
+                                                 for m in sizes)))
     for run in f["rate"].values():
         label = ("sequential (max_parallel_streams=1)" if run["parallel"] == 1
                  else f"concurrent (max_parallel_streams={run['parallel']})")
@@ -507,6 +533,7 @@ def run(size: Size, out: Path, runs: int) -> Results:
                 one["dlt"] = bench_dlt(emu, size, work)
             res.figures["runs"].append(one)
             print(f"run {index + 1} of {runs} done", file=sys.stderr, flush=True)
+        res.figures["memory"] = bench_memory(size, Path(tmp))
         res.figures["rate"] = bench_rate(size, Path(tmp))
     res.figures["table"] = table(res, size)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,10 +35,24 @@ PLUGIN = {
     "maintenance_status": "active",
     "keywords": ["api", "meltano_sdk"],
     # `meltano invoke tap-apixx:check`: the plugin's settings reach it as TAP_APIXX_* variables
-    "commands": {"check": {
-        "executable": "tap-apixx-check",
-        "description": "Check the key, both APIs and the data API's paging semantics "
-        "(at most 30 requests)"}},
+    "commands": {
+        "check": {
+            "executable": "tap-apixx-check",
+            "description": "Check the key, both APIs and the data API's paging semantics "
+            "(at most 30 requests)"},
+        # the warehouse readers are the [reconcile] extra: without it the command says so in
+        # one line (pip_url: tap-apixx[reconcile])
+        "reconcile": {
+            "executable": "tap-apixx-reconcile",
+            "args": "--target target-duckdb",
+            "description": "Compare the DuckDB warehouse of target-duckdb with APIXX (gone, missing, "
+            "stale rows); add --mark-deleted to act. Needs pip_url: tap-apixx[reconcile]"},
+        "reconcile-postgres": {
+            "executable": "tap-apixx-reconcile",
+            "args": "--target target-postgres",
+            "description": "The same for the PostgreSQL warehouse of target-postgres. Needs "
+            "pip_url: tap-apixx[reconcile]"},
+    },
 }
 SCALAR_KINDS = {"integer": "integer", "number": "decimal", "boolean": "boolean",
                 "array": "array", "object": "object"}

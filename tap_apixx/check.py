@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import click
 from singer_sdk.exceptions import ConfigValidationError
 
+from tap_apixx.companion import build_tap, fail
 from tap_apixx.errors import TapApixxError
 from tap_apixx.ops_streams import OpsStream
 from tap_apixx.pagination import MAX_PAGE_SIZE
@@ -473,25 +474,8 @@ def main(configs: tuple[str, ...], as_json: bool) -> None:
     sys.exit(EXIT_OK if report.ok else EXIT_PROBLEMS)
 
 
-def build_tap(configs: tuple[str, ...]) -> TapApixx:
-    """The tap itself, so settings, defaults and validation are the tap's own: files, then
-    TAP_APIXX_* variables (as tap-apixx-reconcile does)."""
-    config: dict[str, t.Any] = {}
-    for path in configs:
-        if path == "ENV":  # the SDK's spelling of "from the environment": always read here
-            continue
-        try:
-            with open(path, encoding="utf-8") as handle:
-                config.update(json.load(handle))
-        except (OSError, ValueError, TypeError) as exc:
-            raise TapApixxError(f"cannot read config file {path}: {exc}") from None
-    return TapApixx(config=config, parse_env_config=True)
-
-
 def _fail(*lines: str) -> t.NoReturn:
-    for line in lines:
-        click.echo(f"{NAME}: error: {' '.join(line.split())}", err=True)
-    sys.exit(EXIT_ERROR)
+    fail(NAME, EXIT_ERROR, *lines)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,13 @@ import typing as t
 import click
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
 
+from tap_apixx.companion import build_tap, fail
 from tap_apixx.errors import TapApixxError
 from tap_apixx.reconcile import report
 from tap_apixx.reconcile.errors import ReconcileError
 from tap_apixx.reconcile.run import Actions, Reconcile
 from tap_apixx.reconcile.targets import resolve
 from tap_apixx.streams import CANONICAL_ENTITIES
-
-if t.TYPE_CHECKING:
-    from tap_apixx.tap import TapApixx
 
 NAME = "tap-apixx-reconcile"
 EXIT_CLEAN, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
@@ -91,7 +89,7 @@ def main(
     missing from the warehouse, and rows older than APIXX's, per entity."""
     _setup_logging()
     try:
-        tap = build_tap(configs)
+        tap = build_tap(configs, ReconcileError)
         chosen = choose_entities(entities, catalog, os.environ.get(_select_env()))
         spec = resolve(duckdb_path, postgres_url, target, schema)
         actions = Actions(
@@ -110,22 +108,6 @@ def main(
         )
     click.echo(report.as_json(outcome, actions) if as_json else report.as_table(outcome, actions))
     sys.exit(EXIT_DRIFT if outcome.remaining_drift else EXIT_CLEAN)
-
-
-def build_tap(configs: tuple[str, ...]) -> TapApixx:
-    """The tap, configured exactly as a sync would be: files, then TAP_APIXX_* variables."""
-    from tap_apixx.tap import TapApixx
-
-    config: dict[str, t.Any] = {}
-    for path in configs:
-        if path == "ENV":  # the SDK's spelling of "from the environment", accepted for symmetry
-            continue
-        try:
-            with open(path, encoding="utf-8") as handle:
-                config.update(json.load(handle))
-        except (OSError, ValueError) as exc:
-            raise ReconcileError(f"cannot read config file {path}: {exc}") from None
-    return TapApixx(config=config, parse_env_config=True)
 
 
 def choose_entities(option: str | None, catalog: str | None, select: str | None) -> list[str]:
@@ -200,9 +182,7 @@ def _setup_logging() -> None:
 
 
 def _fail(*lines: str) -> t.NoReturn:
-    for line in lines:
-        click.echo(f"{NAME}: error: {' '.join(line.split())}", err=True)
-    sys.exit(EXIT_ERROR)
+    fail(NAME, EXIT_ERROR, *lines)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,55 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class DuckDBWarehouse:
+class SqlReader:
+    """What both back ends read the same way; each says how it spells the few SQL differences."""
+
+    schema: str
+    PARAM = "?"  # the driver's placeholder
+    ID_TEXT = "CAST(canonical_id AS VARCHAR)"  # canonical_id as text
+
+    @property
+    def con(self) -> t.Any:
+        raise NotImplementedError
+
+    def epoch_us(self, cols: dict[str, str]) -> str:
+        """SQL for updated_at as exact epoch microseconds, given the table's column types."""
+        raise NotImplementedError
+
+    def _fetch(self, query: str) -> t.Iterable[tuple]:
+        return self.con.execute(query).fetchall()
+
+    def columns(self, entity: str) -> dict[str, str] | None:
+        found = self.con.execute(
+            "SELECT lower(column_name), lower(data_type) FROM information_schema.columns "
+            f"WHERE table_schema = {self.PARAM} AND table_name = {self.PARAM}",
+            [self.schema, entity],
+        ).fetchall()
+        return dict(found) or None
+
+    def min_updated_us(self, entity: str) -> int | None:
+        cols = self.columns(entity)
+        if not cols or "updated_at" not in cols:
+            return None
+        query = f"SELECT min({self.epoch_us(cols)}) FROM {self._table(entity)}"
+        return self.con.execute(query).fetchone()[0]
+
+    def rows(self, entity: str) -> Rows | None:
+        cols = self.columns(entity)
+        if cols is None:
+            return None
+        _require_columns(entity, cols)
+        deleted = f"{DELETED_COLUMN} IS NOT NULL" if DELETED_COLUMN in cols else "false"
+        query = (
+            f"SELECT {self.ID_TEXT}, {self.epoch_us(cols)}, {deleted} FROM {self._table(entity)}"
+        )
+        return {cid: (us, bool(gone)) for cid, us, gone in self._fetch(query)}
+
+    def _table(self, entity: str) -> str:
+        return f"{quote(self.schema)}.{quote(entity)}"
+
+
+class DuckDBWarehouse(SqlReader):
     """A DuckDB file, read with `read_only=True`; written only by a compatible DuckDB.
 
     target-duckdb 0.8.0 is pinned to DuckDB 1.2.2, and DuckDB does not promise that an older
@@ -88,33 +136,8 @@ class DuckDBWarehouse:
         con.execute("SET enable_progress_bar = false")
         return con
 
-    def columns(self, entity: str) -> dict[str, str] | None:
-        found = self.con.execute(
-            "SELECT lower(column_name), lower(data_type) FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ?",
-            [self.schema, entity],
-        ).fetchall()
-        return dict(found) or None
-
-    def min_updated_us(self, entity: str) -> int | None:
-        cols = self.columns(entity)
-        if not cols or "updated_at" not in cols:
-            return None
-        return self.con.execute(
-            f"SELECT min({_duck_us(cols)}) FROM {self._table(entity)}"
-        ).fetchone()[0]
-
-    def rows(self, entity: str) -> Rows | None:
-        cols = self.columns(entity)
-        if cols is None:
-            return None
-        _require_columns(entity, cols)
-        deleted = f"{DELETED_COLUMN} IS NOT NULL" if DELETED_COLUMN in cols else "false"
-        query = f"SELECT CAST(canonical_id AS VARCHAR), {_duck_us(cols)}, {deleted} FROM {self._table(entity)}"
-        return {cid: (us, bool(gone)) for cid, us, gone in self.con.execute(query).fetchall()}
-
-    def _table(self, entity: str) -> str:
-        return f"{quote(self.schema)}.{quote(entity)}"
+    def epoch_us(self, cols: dict[str, str]) -> str:
+        return _duck_us(cols)
 
     def check_writable(self) -> None:
         """Refuse to write with a DuckDB of another release line than the file's creator."""
@@ -219,16 +242,18 @@ def _minor(version: str) -> tuple[str, ...]:
     return tuple(version.lstrip("v").split(".")[:2])
 
 
-class PostgresWarehouse:
+class PostgresWarehouse(SqlReader):
     """A PostgreSQL database, as target-postgres loads it (one table per stream in a schema)."""
 
     kind = "postgres"
+    PARAM = "%s"
+    ID_TEXT = "canonical_id::text"
 
     def __init__(self, url: str, schema: str) -> None:
         psycopg = _import("psycopg", "psycopg[binary]")
         self.url, self.schema = url, schema
         try:
-            self.con = psycopg.connect(_libpq_url(url), autocommit=True)
+            self._con = psycopg.connect(_libpq_url(url), autocommit=True)
         except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ReconcileError(
@@ -236,38 +261,20 @@ class PostgresWarehouse:
             ) from None
         self.con.execute("SET TIME ZONE 'UTC'")
 
+    @property
+    def con(self) -> t.Any:
+        return self._con
+
     def describe(self) -> str:
         return f"PostgreSQL {redact_url(self.url)} (schema {self.schema})"
 
-    def columns(self, entity: str) -> dict[str, str] | None:
-        found = self.con.execute(
-            "SELECT lower(column_name), lower(data_type) FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s",
-            [self.schema, entity],
-        ).fetchall()
-        return dict(found) or None
+    def epoch_us(self, cols: dict[str, str]) -> str:
+        return _pg_us(cols)
 
-    def min_updated_us(self, entity: str) -> int | None:
-        cols = self.columns(entity)
-        if not cols or "updated_at" not in cols:
-            return None
-        return self.con.execute(
-            f"SELECT min({_pg_us(cols)}) FROM {self._table(entity)}"
-        ).fetchone()[0]
-
-    def rows(self, entity: str) -> Rows | None:
-        cols = self.columns(entity)
-        if cols is None:
-            return None
-        _require_columns(entity, cols)
-        deleted = f"{DELETED_COLUMN} IS NOT NULL" if DELETED_COLUMN in cols else "false"
-        query = f"SELECT canonical_id::text, {_pg_us(cols)}, {deleted} FROM {self._table(entity)}"
-        with self.con.cursor() as cursor:
+    def _fetch(self, query: str) -> t.Iterator[tuple]:
+        with self.con.cursor() as cursor:  # rows streamed from the cursor, not one big list
             cursor.execute(query)
-            return {cid: (us, bool(gone)) for cid, us, gone in cursor}
-
-    def _table(self, entity: str) -> str:
-        return f"{quote(self.schema)}.{quote(entity)}"
+            yield from cursor
 
     def apply(
         self,

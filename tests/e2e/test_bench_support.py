@@ -43,7 +43,7 @@ def test_quick_benchmark_prints_the_table_and_writes_the_figures(tmp_path: Path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert rows[0] == "| Measure | Result | Notes |"
-    assert len(rows) == 9  # header, tap, baseline, meltano, 2 x postgres, dlt, 2 x rate budget
+    assert len(rows) == 10  # header, tap, baseline, meltano, 2 x postgres, dlt, memory, 2 x rate budget
     results = json.loads(out.read_text())
     figures = results["figures"]
     assert figures["table"] in proc.stdout
@@ -55,6 +55,7 @@ def test_quick_benchmark_prints_the_table_and_writes_the_figures(tmp_path: Path)
             assert run["meltano"]["records"] == records  # every record reached DuckDB
         if "skipped" not in run["postgres"]:  # and PostgreSQL, with either target setting
             assert run["postgres"]["default"]["records"] == run["postgres"]["ours"]["records"] == records
+    assert [m["records"] for m in figures["memory"].values()] == list(results["size"]["memory_records"])
     assert {run["parallel"] for run in figures["rate"].values()} == {1, 4}
     assert all(run["http_429"] == 0 for run in figures["rate"].values())
 
@@ -78,7 +79,7 @@ def test_several_runs_give_each_figure_as_its_median_and_range() -> None:
     size = bench.Size(records=1000)
     res = bench.Results(size={}, started="", figures={"runs": [
         one(42, 300.0, 200.0, 80.0, 990), one(43, 100.0, 100.0, 120.0, 1000), one(44, 200.0, 100.0, 100.0, 975),
-    ], "rate": {}})
+    ], "rate": {}, "memory": {}})
     text = bench.table(res, size)
     assert "200 records/s (100-300 over 3 runs)" in text  # the tap: median, then the range
     assert "tap / baseline = **1.50 (1.00-2.00 over 3 runs)**" in text  # each run's own ratio

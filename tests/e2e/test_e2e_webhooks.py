@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import duckdb
 import pytest
 import requests
 
 from apixx_emulator.testing import DEFAULT_KEY, EmulatorProcess, free_port
+from tests.helpers import wait_for
 from tests.helpers.e2e import MELTANO, ROOT, MeltanoProject, meltano_available
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(meltano_available() is not None, reason=str(meltano_available()))]
@@ -41,16 +41,6 @@ def answers(url: str) -> bool:
         return False
 
 
-def wait_for(predicate, timeout: float, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    return None
-
-
 @pytest.fixture()
 def stack(tmp_path):
     with EmulatorProcess(records_per_entity=200, read_limit=100000) as emu:
@@ -66,7 +56,7 @@ def stack(tmp_path):
              "--run", f"{MELTANO} run tap-apixx target-duckdb"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
-            assert wait_for(lambda: receiver.poll() is not None or answers(f"http://127.0.0.1:{port}/"), 30)
+            assert wait_for(lambda: receiver.poll() is not None or answers(f"http://127.0.0.1:{port}/"), 30, 1.0)
             assert receiver.poll() is None, (tmp_path / "receiver.log").read_text()
             emu.control("POST", "/_emulator/webhooks", json={
                 "url": f"http://127.0.0.1:{port}/webhooks", "secret": SECRET, "events": ["*"]})

@@ -25,6 +25,7 @@ from apixx_webhooks.server import ReceiverConfig, serve_in_background
 from apixx_webhooks.store import EventStore, StoredEvent
 from apixx_webhooks.sync_runner import COMMAND_NOT_RUNNABLE, SyncTrigger
 from apixx_webhooks.verify import sign
+from tests.helpers import wait_for
 
 SECRET = "whsec_server_test_91ab"
 MAX_BODY = 4096
@@ -492,15 +493,6 @@ def serve_process(tmp_path: Path, db: Path) -> Iterator[tuple[str, Path, list[st
         assert proc.wait(10) == 0
 
 
-def _wait_for(predicate: object, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_serve_stores_and_runs_one_sync_per_burst(
     serve_process: tuple[str, Path, list[str]], db: Path
 ) -> None:
@@ -509,9 +501,9 @@ def test_serve_stores_and_runs_one_sync_per_burst(
         event_type = "run.succeeded" if i % 2 else "run.partial"
         assert deliver(url, event_body(event_type, f"evt_{i}"), f"del_{i}", event_type).ok
     assert deliver(url, event_body("run.started", "evt_x"), "del_x", "run.started").ok
-    assert _wait_for(lambda: synced.exists())
+    assert wait_for(lambda: synced.exists())
     time.sleep(1.0)  # room for a wrong second run to show up
     assert synced.read_text() == "synced\n"
     assert len(stored_rows(db)) == 5
-    assert _wait_for(lambda: any("sync finished: exit code 0" in line for line in log_lines))
+    assert wait_for(lambda: any("sync finished: exit code 0" in line for line in log_lines))
     assert not any(SECRET in line for line in log_lines)

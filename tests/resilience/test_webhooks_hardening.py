@@ -26,6 +26,7 @@ from apixx_webhooks.server import ReceiverConfig, serve_in_background
 from apixx_webhooks.store import EventStore, StoredEvent
 from apixx_webhooks.sync_runner import SyncTrigger
 from apixx_webhooks.verify import sign
+from tests.helpers import wait_for
 
 SECRET = "whsec_hardening_test_5c2e"
 
@@ -39,16 +40,6 @@ def deliver(url: str, event_id: str, event_type: str = "run.succeeded") -> reque
     headers = {"X-Apixx-Signature": sign(SECRET, body), "X-Apixx-Event": event_type,
                "X-Apixx-Delivery": f"del_{event_id}", "Content-Type": "application/json"}
     return requests.post(url, data=body, headers=headers, timeout=30)
-
-
-def wait_for(predicate: object, timeout: float = 30) -> bool:
-    """Poll until true; the timeout only guards against a hang, it is not what is tested."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def pending_rows(db: Path) -> int:

@@ -15,6 +15,7 @@ import pytest
 
 from tap_apixx.prefetch import NextPage
 from tap_apixx.tap import TapApixx
+from tests.helpers import wait_for
 from tests.helpers.fake_apixx import START_US, FakeApixx
 from tests.helpers.tap import catalog_for, parse_messages
 
@@ -26,15 +27,6 @@ def stream_of(fake: FakeApixx, **settings):
     return tap.streams["order"]
 
 
-def wait_until(condition, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_the_next_page_is_requested_while_the_current_page_is_still_being_read(monkeypatch):
     with FakeApixx() as fake:
         fake.add("order", STAMPS)
@@ -44,7 +36,7 @@ def test_the_next_page_is_requested_while_the_current_page_is_still_being_read(m
             first = next(records)
             # the consumer holds page 1's first record: its STATE is not written yet, and
             # page 2 is already asked for (a sequential tap would still be waiting here)
-            assert wait_until(lambda: len(fake.list_requests("order")) == 2)
+            assert wait_for(lambda: len(fake.list_requests("order")) == 2, timeout=10)
             assert parse_messages(out.getvalue()) == []
             rest = list(records)
         ids = [r["canonical_id"] for r in [first, *rest]]
