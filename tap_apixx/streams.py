@@ -236,18 +236,20 @@ class CanonicalStream(PageOutput, ApixxStream):
             fresh = paginator.take(page)
             if not reached_end:
                 paginator.advance(page)  # type: ignore[arg-type]  # may refuse a giant tie group
-                if ahead is not None and not paginator.finished:
-                    ahead.start(
-                        partial(
-                            self.send,
-                            self._prepare_request(context=context, page=paginator),
-                            context,
-                        )
-                    )
             added = self.drift.check(fresh, page.request_id)
             if added:
                 self.add_properties(added)
                 self._write_schema_message()  # before the first record that has them
+            # the page passed every check that can stop the sync: ask for the next one now,
+            # while this one is framed and written (no request is left behind by a failed page)
+            if ahead is not None and not (reached_end or paginator.finished):
+                ahead.start(
+                    partial(
+                        self.send,
+                        self._prepare_request(context=context, page=paginator),
+                        context,
+                    )
+                )
             self.counts["records"] += len(fresh)
             yield from fresh
             self._checkpoint(paginator)
