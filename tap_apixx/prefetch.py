@@ -1,11 +1,12 @@
-"""The next page's request, sent while the current page is being processed.
+"""The next page's request, sent while the current page is being written.
 
-A page's records are checked, framed and written by the tap while the server sits idle, and the
-server builds the next page while the tap waits. Sending the next page's request as soon as
-the paginator knows it (right after a page is taken) overlaps the two. Requests of a stream
-stay one at a time and in order: the next request is only known once the page before it has
-been read, so at most one is ever ahead. With 200 ms of latency a stream would otherwise
-spend most of its time waiting (5 pages a second is half the key's ceiling).
+A page's records are framed and written by the tap while the server sits idle, and the server
+builds the next page while the tap waits. Sending the next page's request once the page has
+passed its checks (the paginator's and the schema's: the ones that can stop the sync) overlaps
+the two. Requests of a stream stay one at a time and in order: the next request is only known
+once the page before it has been read, so at most one is ever ahead. (Latency is not hidden
+this way: one stream at 200 ms still gets at most 5 pages a second; concurrent streams cover
+that.)
 
 The request goes through the same `send` (pacer, retries, error policy) as any other; a failure
 is raised where the answer is taken, after the page before it has been written and its STATE
