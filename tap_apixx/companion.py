@@ -26,9 +26,13 @@ def build_tap(configs: tuple[str, ...], error: type[Exception] = TapApixxError) 
             continue
         try:
             with open(path, encoding="utf-8") as handle:
-                config.update(json.load(handle))
-        except (OSError, ValueError, TypeError) as exc:
+                loaded = json.load(handle)
+        except (OSError, ValueError) as exc:
             raise error(f"cannot read config file {path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            kind = type(loaded).__name__
+            raise error(f"config file {path} holds a JSON {kind}, not an object of settings")
+        config.update(loaded)
     return TapApixx(config=config, parse_env_config=True)
 
 

@@ -25,46 +25,48 @@ Send = t.Callable[[], "requests.Response"]
 
 
 class NextPage:
-    """At most one request in flight on a daemon thread; its answer (or error) taken once."""
+    """At most one request in flight on a daemon thread; its answer (or error) taken once.
+
+    Each request has its own result slot, so a request abandoned by a stopped sync can never
+    write into the answer of a later one.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._thread: threading.Thread | None = None
-        self._answer: requests.Response | None = None
-        self._error: BaseException | None = None
+        self._pending: tuple[threading.Thread, list[t.Any]] | None = None
 
     @property
     def pending(self) -> bool:
-        return self._thread is not None
+        return self._pending is not None
 
     def start(self, send: Send) -> None:
         """Send in the background; `take` returns its answer."""
-        if self._thread is not None:
+        if self._pending is not None:
             raise RuntimeError(f"{self.name}: a page request is already in flight")
-        self._answer = self._error = None
+        slot: list[t.Any] = []  # [answer, None] or [None, error], filled by the thread
 
         def run() -> None:
             try:
-                self._answer = send()
+                slot.extend((send(), None))
             except BaseException as exc:  # noqa: BLE001 (re-raised by take, in the reading thread)
-                self._error = exc
+                slot.extend((None, exc))
 
         # daemon: a run stopped by a signal or an error never waits on a request in flight
-        self._thread = threading.Thread(target=run, name=f"next-page-{self.name}", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=run, name=f"next-page-{self.name}", daemon=True)
+        self._pending = (thread, slot)
+        thread.start()
 
     def take(self) -> requests.Response:
         """The answer of the request started last, raising what sending it raised."""
-        thread, self._thread = self._thread, None
-        if thread is None:
+        if self._pending is None:
             raise RuntimeError(f"{self.name}: no page request in flight")
+        (thread, slot), self._pending = self._pending, None
         thread.join()
-        answer, error, self._answer, self._error = self._answer, self._error, None, None
+        answer, error = slot
         if error is not None:
             raise error
-        assert answer is not None
         return answer
 
     def abandon(self) -> None:
         """Forget a request in flight (the sync stopped early); its answer is never read."""
-        self._thread = None
+        self._pending = None

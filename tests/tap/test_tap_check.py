@@ -250,3 +250,26 @@ def test_the_probe_can_be_turned_off(emulator, tmp_path):
     assert proc.returncode == 0
     assert "Server semantics" not in proc.stderr
     assert not [r for r in emulator.stats()["requests"] if r["params"].get("fields") == "updated_at"]
+
+
+@pytest.mark.parametrize("content", [[1], "apx_live_x", 7, True])
+def test_a_config_file_that_is_not_an_object_ends_in_one_line(tmp_path, content):
+    proc = run_check(tmp_path, content)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("tap-apixx-check: error: config file ")
+    assert f"holds a JSON {type(content).__name__}, not an object of settings" in lines[0]
+
+
+def test_the_companion_commands_raise_their_own_error_for_a_bad_config_file(tmp_path):
+    from tap_apixx.companion import build_tap
+    from tap_apixx.reconcile.errors import ReconcileError
+
+    path = tmp_path / "config.json"
+    path.write_text("[")
+    with pytest.raises(ReconcileError, match="cannot read config file"):
+        build_tap((str(path),), ReconcileError)
+    path.write_text("[]")
+    with pytest.raises(ReconcileError, match="holds a JSON list"):
+        build_tap((str(path),), ReconcileError)
