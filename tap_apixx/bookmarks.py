@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import sys
 import typing as t
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from itertools import islice, repeat
+from operator import floordiv, le, methodcaller, mul, sub
 
 SEEN_KEY = "seen_at_bookmark"  # state: ids already emitted at the bookmark's exact instant
 NS_PER_SECOND = 10**9
@@ -78,6 +81,56 @@ def instant_ns(text: t.Any) -> tuple[int, int] | None:
 
 MAX_CACHED_MINUTES = 100_000
 _MINUTES: dict[str, int] = {}  # 'YYYY-MM-DDTHH:MM' + zone -> its epoch seconds
+
+
+# A page's updated_at values, joined one per line, when all are UTC (`Z`) with one shape: no
+# fraction, milliseconds or microseconds (keyed by the length of each value)
+_UTC_PAGES = {
+    20 + width: (
+        re.compile(rf"(?:\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d{fraction}Z\n)*\Z", re.ASCII),
+        digits,
+    )
+    for width, fraction, digits in ((0, "", 0), (4, r"\.\d{3}", 3), (7, r"\.\d{6}", 6))
+}
+_ISO_Z = sys.version_info >= (3, 11)  # datetime.fromisoformat reads `Z` from Python 3.11 on
+_ONE_US = timedelta(microseconds=1)
+_UPDATED_AT, _ID = methodcaller("get", "updated_at"), methodcaller("get", "canonical_id")
+
+
+def page_instants(records: list[t.Any]) -> tuple[list[int], int] | None:
+    """(ns of each record's updated_at, fraction digits) for a page in the API's usual form.
+
+    The usual page: dicts, each with a non-empty string canonical_id and an updated_at in UTC
+    (`Z`), all with the same number of fraction digits, ascending. Such a page is checked and
+    converted in a few C loops over the whole page, where `instant_ns` costs a Python call per
+    record. Any other page (an offset, mixed precision, a bad or missing value, a record out
+    of order) gives None: the caller then goes record by record, and names what is wrong.
+    """
+    if not _ISO_Z or not records or set(map(type, records)) != {dict}:
+        return None
+    ids = list(map(_ID, records))
+    if set(map(type, ids)) != {str} or not all(ids):
+        return None
+    texts = list(map(_UPDATED_AT, records))
+    if set(map(type, texts)) != {str}:
+        return None
+    lengths = set(map(len, texts))
+    shape = _UTC_PAGES.get(lengths.pop()) if len(lengths) == 1 else None
+    if shape is None:
+        return None
+    pattern, digits = shape
+    joined = "\n".join(texts) + "\n"
+    if joined.count("\n") != len(texts) or pattern.match(joined) is None:
+        return None
+    try:
+        moments = list(map(datetime.fromisoformat, texts))
+    except ValueError:  # e.g. February 30th
+        return None
+    micros = map(floordiv, map(sub, moments, repeat(EPOCH)), repeat(_ONE_US))
+    stamps = list(map(mul, micros, repeat(1000)))
+    if not all(map(le, stamps, islice(stamps, 1, None))):
+        return None
+    return stamps, digits
 
 
 def format_stamp(ns: int, digits: int) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typing as t
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_apixx.bookmarks import Stamp, format_stamp, instant_ns, parse_stamp
+from tap_apixx.bookmarks import Stamp, format_stamp, instant_ns, page_instants, parse_stamp
 from tap_apixx.errors import (
     BoundaryCheckError,
     OutOfOrderError,
@@ -165,7 +166,7 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         new_at_floor = at_floor - known
         fresh = [r for r in records[:start] if r["canonical_id"] in new_at_floor]
         self.costs.reread += start - len(fresh)
-        later = {r["canonical_id"]: ns for r, ns in zip(records[start:], stamps[start:])}
+        later = dict(zip(map(itemgetter("canonical_id"), records[start:]), stamps[start:]))
         resume = self.resume.stamp
         if resume and stamps and start < len(stamps) and stamps[start] <= resume.ns <= stamps[-1]:
             fresh += [
@@ -182,6 +183,10 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
 
     def _stamps(self, page: Page) -> list[int]:
         """The instant (ns) of every record, each checked to have an id and to ascend."""
+        usual = page_instants(page.records)  # the whole page at once, when it is in the usual form
+        if usual is not None:
+            self.digits_seen = max(self.digits_seen or 0, usual[1])
+            return usual[0]
         stamps: list[int] = []
         last_text, last_ns, digits = None, -(2**63), self.digits_seen or 0
         for index, record in enumerate(page.records):
