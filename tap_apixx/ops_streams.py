@@ -17,6 +17,7 @@ from tap_apixx.inputs import kind_of
 from tap_apixx.output import OwnBookmark
 from tap_apixx.pagination import OPS_MAX_PAGE_SIZE, BadRecordError, StartingAfterPaginator
 from tap_apixx.progress import SyncProgress
+from tap_apixx.schema_drift import DEFAULT_TYPE_ERRORS, SchemaDrift
 from tap_apixx.streams import load_schema
 from tap_apixx.transport import PAYLOAD_ATTR, response_body
 from tap_apixx.window import mark_complete, parse_instant
@@ -39,6 +40,7 @@ class OpsStream(ApixxStream):
 
     required_scope = "flows:read"
     primary_keys = ("id",)
+    _page_request_id: str | None = None  # of the list page the records come from
     sync_last = True  # after the canonical streams
     url_setting = "api_url"
 
@@ -46,6 +48,30 @@ class OpsStream(ApixxStream):
     def page_limit(self) -> int:
         """`page_size`, capped at the ops lists' maximum (100)."""
         return min(int(self.config.get("page_size", OPS_MAX_PAGE_SIZE)), OPS_MAX_PAGE_SIZE)
+
+    @cached_property
+    def drift(self) -> SchemaDrift:
+        """The schema guarantee of the canonical streams, record by record (the lists are
+        small). A field the schema lacks is dropped with a warning, or stops the sync with
+        `new_fields: fail`; `load` does not apply here (an ops table keeps its columns)."""
+        props = self.schema["properties"]
+        selected = frozenset(p for p in props if self.mask.get(("properties", p), True))
+        new_fields = "fail" if self.config.get("new_fields") == "fail" else "warn"
+        type_errors = self.config.get("type_errors", DEFAULT_TYPE_ERRORS)
+        return SchemaDrift(
+            self.name, props, selected, self.logger, type_errors, new_fields=new_fields
+        )
+
+    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
+        """The row completed (`complete`), then made valid against the schema, or stopped."""
+        record = self.complete(row)
+        if record is not None:
+            self.drift.check([record], self._page_request_id)
+        return record
+
+    def complete(self, row: dict) -> dict | None:
+        """The row with whatever the list lacks (None: gone meanwhile, skip it)."""
+        return row
 
     def get_new_paginator(self) -> StartingAfterPaginator:
         self._paginator = StartingAfterPaginator(self.name)
@@ -93,6 +119,7 @@ class OpsStream(ApixxStream):
         """The page's items, once each: an id met before means the paging goes round."""
         body = response_body(response)
         items = body["data"]
+        self._page_request_id = request_id(response)
         self._paginator.check_page([item["id"] for item in items], request_id(response))
         if not items and (body.get("meta") or {}).get("has_more"):
             self.logger.warning(
@@ -159,7 +186,7 @@ class OpsStream(ApixxStream):
 class FlowsStream(OpsStream):
     """Flows, full table, each with the detail fields the list lacks (one request per flow)."""
 
-    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
+    def complete(self, row: dict) -> dict | None:
         detail = self.fetch_detail(row["id"])  # + connectors, schedule_detail
         return None if detail is None else {**row, **detail}
 
@@ -204,8 +231,9 @@ class RunsStream(OwnBookmark, OpsStream):
         self.logger.info("Syncing 'runs' started from %s", since or "the beginning")
         return since
 
-    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        if row.get("status") not in RUN_STATUSES_WITH_ERRORS:
+    def complete(self, row: dict) -> dict | None:
+        status = row.get("status")  # checked against the schema after this
+        if not isinstance(status, str) or status not in RUN_STATUSES_WITH_ERRORS:
             return {**row, "errors": []}
         detail = self.fetch_detail(row["id"])  # + errors
         return None if detail is None else {**row, **detail}

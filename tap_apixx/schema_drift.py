@@ -103,6 +103,8 @@ class FieldRule:
     types: frozenset[type]  # exact types of valid values (orjson builds only these)
     pattern: re.Pattern[str] | None  # the format a string must match
     values: FieldRule | None  # the rule of an object's values (additionalProperties)
+    # nested `properties` of an object or `items` of an array (the ops schemas): whole-value check
+    shape: t.Callable[[t.Any], bool] | None = None
 
     @property
     def nullable(self) -> bool:
@@ -115,6 +117,8 @@ class FieldRule:
             return self.pattern.match(value) is not None
         if type(value) is dict and self.values is not None:
             return all(map(self.values.valid, value.values()))
+        if self.shape is not None and type(value) in (dict, list):
+            return self.shape(value)
         return True
 
     def coerce(self, value: t.Any) -> t.Any:
@@ -157,9 +161,18 @@ def rule_for(name: str, prop: dict[str, t.Any]) -> FieldRule | None:
     pattern = FORMATS.get(prop.get("format", "")) if "string" in kinds else None
     extra = prop.get("additionalProperties")
     values = rule_for(name, extra) if isinstance(extra, dict) and "object" in kinds else None
-    if "object" in kinds and prop.get("properties"):
-        return None  # nested properties: not in the canonical schemas; left to the SDK
-    return FieldRule(name, tuple(kinds), frozenset(types), pattern, values)
+    return FieldRule(name, tuple(kinds), frozenset(types), pattern, values, _shape_of(prop))
+
+
+def _shape_of(prop: dict[str, t.Any]) -> t.Callable[[t.Any], bool] | None:
+    """A check of an object's nested properties or an array's items (types are checked apart)."""
+    if not (prop.get("properties") or prop.get("items")):
+        return None
+    import jsonschema  # type: ignore[import-untyped]  # only the ops schemas nest (small lists)
+
+    inner = {key: value for key, value in prop.items() if key != "type"}
+    checker = jsonschema.Draft7Validator.FORMAT_CHECKER
+    return jsonschema.Draft7Validator(inner, format_checker=checker).is_valid
 
 
 class SchemaDrift:
@@ -197,7 +210,8 @@ class SchemaDrift:
         # fields with the same rule (all nullable integers, ...) are checked in one pass
         shapes: dict[tuple, list[str]] = {}
         for name, rule in self.rules.items():
-            shapes.setdefault((rule.kinds, rule.types, rule.pattern, rule.values), []).append(name)
+            key = (rule.kinds, rule.types, rule.pattern, rule.values, rule.shape)
+            shapes.setdefault(key, []).append(name)
         self.groups = [(self.rules[names[0]], tuple(names)) for names in shapes.values()]
 
     def check(self, records: list[dict], request_id: str | None = None) -> dict[str, t.Any]:
@@ -289,6 +303,8 @@ class SchemaDrift:
         kinds = set(map(type, values))
         if not kinds <= rule.types:
             return False
+        if rule.shape is not None and kinds & {dict, list}:
+            return all(map(rule.valid, values))
         if rule.pattern is not None and str in kinds:
             strings = values if len(kinds) == 1 else [v for v in values if type(v) is str]
             if not all_match(rule.pattern, strings):
@@ -382,7 +398,8 @@ class SchemaDrift:
 
 
 def _id_of(record: dict) -> str:
-    return str(record.get("canonical_id", "(no id)"))
+    """The record's key: canonical_id (canonical streams) or id (the ops streams)."""
+    return str(record.get("canonical_id", record.get("id", "(no id)")))
 
 
 def _show(value: t.Any) -> str:

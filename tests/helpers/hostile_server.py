@@ -220,7 +220,10 @@ def ops_item(item_id: str) -> dict[str, t.Any]:
 
 def ops_detail(item: dict[str, t.Any]) -> dict[str, t.Any]:
     """The detail of an ops object: the list fields and what only the detail has."""
-    extra = {"connectors": {}, "schedule_detail": {}} if item["id"].startswith("flw") else {}
+    ends = {end: {"id": f"con_{end}", "name": end, "system": "shopify", "status": "connected"}
+            for end in ("source", "destination")}
+    schedule = {"interval_seconds": 3600, "timezone": "UTC"}
+    extra = {"connectors": ends, "schedule_detail": schedule} if item["id"].startswith("flw") else {}
     return {**item, **extra, "errors": []}
 
 

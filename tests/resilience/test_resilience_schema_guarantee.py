@@ -1,7 +1,8 @@
 """The schema guarantee: every RECORD the tap emits validates against the SCHEMA it sent.
 
-Property-based twice: values of any JSON type in any field of any canonical schema (in
-process), and whole syncs against the emulator with its bad-data controls spoiling pages.
+Property-based three times: values of any JSON type in any field of any canonical schema (in
+process), whole syncs against the emulator with its bad-data controls spoiling pages, and syncs
+of the ops streams from a server that sends any value in any field.
 """
 
 from __future__ import annotations
@@ -189,3 +190,75 @@ def test_a_page_of_strings_is_checked_at_once_exactly_as_one_by_one(fmt, strings
     pattern = PATTERNS[fmt]
     expected = all(pattern.match(s) is not None for s in strings)
     assert all_match(pattern, strings) == expected
+
+
+# -- the ops streams: the same guarantee, whatever their server sends ----------------------------
+
+OPS_PREFIX = {"flows": "flw", "runs": "run", "connectors": "con"}
+OPS_SCHEMAS = {stream: load_schema(stream) for stream in OPS_PREFIX}
+
+
+def ops_sync(items: list[dict], stream: str, tmp_path, **settings):
+    """A sync of one ops stream from a server holding `items` (list and detail alike)."""
+    from tests.helpers.hostile import run_cli, write_inputs
+    from tests.helpers.hostile_server import HostileServer, json_reply, ops_detail, ops_page
+    from tests.helpers.tap import catalog_for
+
+    def route(request):
+        parts = request.path.split("/")  # ['', 'v1', stream, id?]
+        if len(parts) == 3:
+            return ops_page(items, request)
+        return json_reply(ops_detail(next(i for i in items if i["id"] == parts[3])))
+
+    with HostileServer(route) as server:
+        config = {"api_key": "apx_live_acme_schema_ops_5e1d", "api_url": f"{server.url}/v1",
+                  "data_url": f"{server.url}/api/public/data", "semantics_probe": False,
+                  "max_parallel_streams": 1, "page_size": 4, **settings}
+        argv = write_inputs(tmp_path, config=config, catalog=catalog_for([stream]))
+        return run_cli(argv).check()
+
+
+def messages_of(stdout: str, stream: str, kind: str) -> list[dict]:
+    import json
+    return [m for m in map(json.loads, stdout.splitlines()) if m["type"] == kind and m["stream"] == stream]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), stream=st.sampled_from(sorted(OPS_PREFIX)), mode=st.sampled_from(["coerce", "fail"]))
+def test_every_ops_record_validates_against_its_schema_whatever_the_server_sends(data, stream, mode, tmp_path):
+    from tests.helpers.hostile_server import ops_items
+
+    items = ops_items(6, OPS_PREFIX[stream])
+    if stream == "runs":  # failed runs: their detail (errors) is fetched too
+        items = [{**item, "status": "failed"} for item in items]
+    props = OPS_SCHEMAS[stream]["properties"]
+    spoilable = sorted(set(props) - {"id"})  # an unusable id stops the list earlier (its own test)
+    spoiled = data.draw(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(spoilable), json_values),
+                                 min_size=1, max_size=5))
+    for index, name, value in spoiled:
+        items[index][name] = value
+    outcome = ops_sync(items, stream, tmp_path, type_errors=mode)
+    if outcome.code == 1:  # only for a value that is wrong and can be neither converted nor nulled
+        assert f"{stream}: record " in outcome.errors[0]
+        assert mode == "fail" or any(not rule_for(n, props[n]).nullable for _, n, _ in spoiled)
+        return
+    schema = messages_of(outcome.stdout, stream, "SCHEMA")[-1]["schema"]
+    check = jsonschema.Draft7Validator(schema, format_checker=FORMATS)
+    records = [m["record"] for m in messages_of(outcome.stdout, stream, "RECORD")]
+    assert [r["id"] for r in records] == [i["id"] for i in items]
+    for record in records:
+        errors = [e.message for e in check.iter_errors(record)]
+        assert not errors, (record, errors)
+
+
+def test_an_ops_value_of_the_wrong_type_is_nulled_with_the_id_or_converted(tmp_path):
+    from tests.helpers.hostile_server import ops_items
+
+    items = ops_items(3, "run")
+    items[1].update({"duration_ms": "12.5", "records_processed": "40", "finished_at": "soon"})
+    outcome = ops_sync(items, "runs", tmp_path)
+    assert outcome.code == 0
+    record = messages_of(outcome.stdout, "runs", "RECORD")[1]["record"]
+    assert record["duration_ms"] is None and record["finished_at"] is None  # not integers / instants
+    assert record["records_processed"] == 40  # converted without loss
+    assert any("run_0001" in w and "duration_ms" in w for w in outcome.warnings)
