@@ -137,7 +137,8 @@ class TapApixx(
             title="New fields",
             description="A field the API sends that the schema lacks: warn (drop it, warn once), "
             "load (add it to the SCHEMA as a nullable column, type inferred, JSON text when "
-            "mixed) or fail (stop with one line naming it).",
+            "mixed; canonical streams, the ops streams warn) or fail (stop with one line "
+            "naming it).",
         ),
         th.Property(
             "page_size",
