@@ -94,6 +94,7 @@ _UTC_PAGES = {
 }
 _ISO_Z = sys.version_info >= (3, 11)  # datetime.fromisoformat reads `Z` from Python 3.11 on
 _ONE_US = timedelta(microseconds=1)
+EARLIEST_NS = -(2**63)  # the paginator's "no instant yet": an earlier one is refused there
 _UPDATED_AT, _ID = methodcaller("get", "updated_at"), methodcaller("get", "canonical_id")
 
 
@@ -128,8 +129,8 @@ def page_instants(records: list[t.Any]) -> tuple[list[int], int] | None:
         return None
     micros = map(floordiv, map(sub, moments, repeat(EPOCH)), repeat(_ONE_US))
     stamps = list(map(mul, micros, repeat(1000)))
-    if not all(map(le, stamps, islice(stamps, 1, None))):
-        return None
+    if stamps[0] < EARLIEST_NS or not all(map(le, stamps, islice(stamps, 1, None))):
+        return None  # before the paginator's lowest instant, or out of order: record by record
     return stamps, digits
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing as t
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from urllib.parse import urlsplit
 
@@ -13,7 +13,7 @@ from tap_apixx.bookmarks import start_point
 from tap_apixx.client import ApixxStream
 from tap_apixx.error_policy import request_id, rid
 from tap_apixx.errors import ApiRequestError
-from tap_apixx.inputs import kind_of
+from tap_apixx.inputs import instant_problem, kind_of
 from tap_apixx.output import OwnBookmark
 from tap_apixx.pagination import OPS_MAX_PAGE_SIZE, BadRecordError, StartingAfterPaginator
 from tap_apixx.progress import SyncProgress
@@ -58,8 +58,15 @@ class OpsStream(ApixxStream):
         selected = frozenset(p for p in props if self.mask.get(("properties", p), True))
         new_fields = "fail" if self.config.get("new_fields") == "fail" else "warn"
         type_errors = self.config.get("type_errors", DEFAULT_TYPE_ERRORS)
+        required = frozenset(self.schema.get("required", ()))
         return SchemaDrift(
-            self.name, props, selected, self.logger, type_errors, new_fields=new_fields
+            self.name,
+            props,
+            selected,
+            self.logger,
+            type_errors,
+            new_fields=new_fields,
+            required=required,
         )
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
@@ -241,6 +248,17 @@ class RunsStream(OwnBookmark, OpsStream):
     def advance_bookmark(self, latest_record: dict, state: dict) -> None:
         """Bookmark = this run's started_at, unless an earlier run seen is still open."""
         if self.held_at is not None:
+            return
+        problem = instant_problem(latest_record["started_at"], datetime.now(timezone.utc))
+        if problem is not None:  # a state the next run would refuse: hold the bookmark here
+            self.held_at = latest_record["started_at"]
+            self.logger.warning(
+                "runs: run %s started_at %s %s; the bookmark stays before it (this run is read "
+                "again next time)",
+                latest_record.get("id"),
+                latest_record["started_at"],
+                problem,
+            )
             return
         state["replication_key"] = self.replication_key
         state["replication_key_value"] = latest_record["started_at"]

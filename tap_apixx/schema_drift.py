@@ -48,12 +48,16 @@ JSON_TYPES: dict[str, tuple[type, ...]] = {
     "array": (list,),
     "null": (type(None),),
 }
-DATE = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
-# what jsonschema's format checker accepts, as regular expressions: a match costs ~0.2 µs
+# a calendar date: each month's own last day (February 29th is checked for a leap year apart,
+# `calendar_ok`), no year 0000; what jsonschema's format checker and the loaders' parsers
+# (Python's datetime, PostgreSQL) all accept, as regular expressions: a match costs ~0.2 µs
+DATE = (
+    r"(?!0000)\d{4}-((0[13578]|1[02])-(0[1-9]|[12]\d|3[01])|(0[469]|11)-(0[1-9]|[12]\d|30)"
+    r"|02-(0[1-9]|1\d|2\d))"
+)
 FORMATS: dict[str, re.Pattern[str]] = {
-    "date-time": re.compile(
-        DATE
-        + r"[Tt]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)\Z",
+    "date-time": re.compile(  # no leap second: datetime refuses :60
+        DATE + r"[Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)\Z",
         re.ASCII,
     ),
     "date": re.compile(DATE + r"\Z", re.ASCII),
@@ -74,8 +78,23 @@ def all_match(pattern: re.Pattern[str], strings: list[str]) -> bool:
     """True when every string matches `pattern` (a format of FORMATS) as a whole."""
     joined = "\n".join(strings) + "\n"
     if joined.count("\n") == len(strings):
-        return PAGE_FORMATS[pattern].match(joined) is not None
-    return all(map(pattern.match, strings))
+        if PAGE_FORMATS[pattern].match(joined) is None:
+            return False
+        return pattern not in DATED or "-02-29" not in joined or all(map(calendar_ok, strings))
+    return all(map(pattern.match, strings)) and (
+        pattern not in DATED or all(map(calendar_ok, strings))
+    )
+
+
+DATED = frozenset((FORMATS["date-time"], FORMATS["date"]))  # their text starts with the date
+
+
+def calendar_ok(text: str) -> bool:
+    """False for February 29th of a year that is no leap year (the patterns allow every 29th)."""
+    if text[4:10] != "-02-29":
+        return True
+    year = int(text[:4])
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
 
 
 INTEGER_TEXT = re.compile(r"[+-]?\d{1,18}\Z", re.ASCII)
@@ -88,7 +107,10 @@ class SchemaViolationError(TapApixxError):
 
 
 class _Missing:
-    """An absent field: valid (no property is required), so its type is always allowed."""
+    """An absent field: valid unless the schema lists it in `required` (the ops schemas do)."""
+
+    def __repr__(self) -> str:
+        return "nothing (the field was missing)"
 
 
 MISSING = _Missing()
@@ -105,6 +127,7 @@ class FieldRule:
     values: FieldRule | None  # the rule of an object's values (additionalProperties)
     # nested `properties` of an object or `items` of an array (the ops schemas): whole-value check
     shape: t.Callable[[t.Any], bool] | None = None
+    required: bool = False  # listed in the schema's `required`: an absent field is not valid
 
     @property
     def nullable(self) -> bool:
@@ -114,7 +137,9 @@ class FieldRule:
         if type(value) not in self.types:
             return False
         if type(value) is str and self.pattern is not None:
-            return self.pattern.match(value) is not None
+            return self.pattern.match(value) is not None and (
+                self.pattern not in DATED or calendar_ok(value)
+            )
         if type(value) is dict and self.values is not None:
             return all(map(self.values.valid, value.values()))
         if self.shape is not None and type(value) in (dict, list):
@@ -151,17 +176,19 @@ def _coerce_to(kind: str, value: t.Any) -> t.Any:
     return NULL
 
 
-def rule_for(name: str, prop: dict[str, t.Any]) -> FieldRule | None:
+def rule_for(name: str, prop: dict[str, t.Any], required: bool = False) -> FieldRule | None:
     """The rule of a property, or None when it allows any value (nothing to check)."""
     kinds = _types_of(prop)
     if not kinds:
         return None
     types = {kind for js in kinds for kind in JSON_TYPES[js]}
-    types.add(_Missing)
+    if not required:
+        types.add(_Missing)
     pattern = FORMATS.get(prop.get("format", "")) if "string" in kinds else None
     extra = prop.get("additionalProperties")
     values = rule_for(name, extra) if isinstance(extra, dict) and "object" in kinds else None
-    return FieldRule(name, tuple(kinds), frozenset(types), pattern, values, _shape_of(prop))
+    shape = _shape_of(prop)
+    return FieldRule(name, tuple(kinds), frozenset(types), pattern, values, shape, required)
 
 
 def _shape_of(prop: dict[str, t.Any]) -> t.Callable[[t.Any], bool] | None:
@@ -187,6 +214,7 @@ class SchemaDrift:
         type_errors: str = DEFAULT_TYPE_ERRORS,
         checked_elsewhere: frozenset[str] = frozenset(),
         new_fields: str = DEFAULT_NEW_FIELDS,
+        required: frozenset[str] = frozenset(),
     ) -> None:
         self.stream, self.properties, self.logger = stream, dict(properties), logger
         self.selected = selected
@@ -194,6 +222,7 @@ class SchemaDrift:
         self.fail = type_errors == "fail"
         self.checked_elsewhere = checked_elsewhere
         self.new_fields = new_fields
+        self.required = required & selected  # a deselected field is never sent
         self.json_text = frozenset(n for n, p in properties.items() if is_json_text(p))
         self._build_rules()
         self._warned: set[tuple[str, str]] = set()
@@ -202,7 +231,7 @@ class SchemaDrift:
 
     def _build_rules(self) -> None:
         rules = {
-            name: rule_for(name, prop)
+            name: rule_for(name, prop, name in self.required)
             for name, prop in self.properties.items()
             if name in self.selected and name not in self.checked_elsewhere
         }
@@ -210,7 +239,7 @@ class SchemaDrift:
         # fields with the same rule (all nullable integers, ...) are checked in one pass
         shapes: dict[tuple, list[str]] = {}
         for name, rule in self.rules.items():
-            key = (rule.kinds, rule.types, rule.pattern, rule.values, rule.shape)
+            key = (rule.kinds, rule.types, rule.pattern, rule.values, rule.shape, rule.required)
             shapes.setdefault(key, []).append(name)
         self.groups = [(self.rules[names[0]], tuple(names)) for names in shapes.values()]
 
@@ -404,7 +433,10 @@ def _id_of(record: dict) -> str:
 
 def _show(value: t.Any) -> str:
     """A short, safe rendering of a value for a log line."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested about a thousand deep
+        return f"a JSON {type(value).__name__} nested too deep to show"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

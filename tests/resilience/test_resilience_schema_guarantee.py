@@ -235,12 +235,17 @@ def test_every_ops_record_validates_against_its_schema_whatever_the_server_sends
     spoilable = sorted(set(props) - {"id"})  # an unusable id stops the list earlier (its own test)
     spoiled = data.draw(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(spoilable), json_values),
                                  min_size=1, max_size=5))
+    missing = data.draw(st.sets(st.sampled_from(spoilable), max_size=2))  # absent from item 0
     for index, name, value in spoiled:
         items[index][name] = value
+    for name in missing:
+        items[0].pop(name, None)
+    required = set(OPS_SCHEMAS[stream].get("required", ()))
     outcome = ops_sync(items, stream, tmp_path, type_errors=mode)
     if outcome.code == 1:  # only for a value that is wrong and can be neither converted nor nulled
         assert f"{stream}: record " in outcome.errors[0]
-        assert mode == "fail" or any(not rule_for(n, props[n]).nullable for _, n, _ in spoiled)
+        assert mode == "fail" or any(not rule_for(n, props[n]).nullable for _, n, _ in spoiled) or any(
+            not rule_for(n, props[n]).nullable for n in missing & required)
         return
     schema = messages_of(outcome.stdout, stream, "SCHEMA")[-1]["schema"]
     check = jsonschema.Draft7Validator(schema, format_checker=FORMATS)
@@ -262,3 +267,55 @@ def test_an_ops_value_of_the_wrong_type_is_nulled_with_the_id_or_converted(tmp_p
     assert record["duration_ms"] is None and record["finished_at"] is None  # not integers / instants
     assert record["records_processed"] == 40  # converted without loss
     assert any("run_0001" in w and "duration_ms" in w for w in outcome.warnings)
+
+
+def test_a_missing_required_ops_field_stops_the_sync_or_loads_null(tmp_path):
+    from tests.helpers.hostile_server import ops_items
+
+    items = ops_items(3, "run")
+    del items[1]["finished_at"]  # required? no: absent is valid
+    del items[2]["started_at"]  # required and not nullable: neither loaded nor nulled
+    outcome = ops_sync(items, "runs", tmp_path)
+    assert outcome.code == 1
+    assert "runs: record run_0002 has field 'started_at' = nothing (the field was missing)" in outcome.errors[0]
+    assert [m["record"]["id"] for m in messages_of(outcome.stdout, "runs", "RECORD")] == ["run_0000", "run_0001"]
+
+
+# -- date-times and dates: what the loaders' parsers accept -------------------------------------
+
+def parses(text: str) -> bool:
+    """RFC 3339 (jsonschema's shape) and a real instant for Python's datetime (and PostgreSQL)."""
+    import re
+    from datetime import datetime
+
+    shape = r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z"
+    if not re.match(shape, text, re.ASCII):
+        return False
+    try:
+        datetime.fromisoformat(text[:10] + "T" + text[11:].upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def test_the_date_time_check_accepts_exactly_what_datetime_parses():
+    from hypothesis import given as given_
+
+    from tap_apixx.schema_drift import FORMATS, all_match
+    from tests.unit.test_unit_parse_stamp import texts
+
+    rule = rule_for("at", {"type": "string", "format": "date-time"})
+
+    @settings(max_examples=3000, deadline=None)
+    @given_(st.lists(texts, min_size=1, max_size=4))
+    def check(values):
+        expected = [parses(v) for v in values]
+        assert [rule.valid(v) for v in values] == expected, values
+        assert all_match(FORMATS["date-time"], values) == all(expected), values
+
+    check()
+    for text, ok in [("2024-02-29T00:00:00Z", True), ("2023-02-29T00:00:00Z", False),
+                     ("1900-02-29T00:00:00Z", False), ("2000-02-29T00:00:00Z", True),
+                     ("2026-04-31T00:00:00Z", False), ("2026-12-31T23:59:60Z", False),
+                     ("0000-01-01T00:00:00Z", False)]:
+        assert rule.valid(text) is ok and all_match(FORMATS["date-time"], [text, "2026-01-01T00:00:00Z"]) is ok

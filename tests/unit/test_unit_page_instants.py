@@ -29,6 +29,7 @@ odd_values = st.sampled_from([
     None, 7, "", "2026-02-30T00:00:00.000Z", "2026-01-01T00:00:60.000Z", "2026-01-01T24:00:00.000Z",
     "2026-01-01T00:00:00.000+00:00", "2026-01-01t00:00:00.000Z", "2026-01-01T00:00:00.0001Z",
     "2026-01-01T00:00:00.000Z\n", "２０２６-01-01T00:00:00.000Z", "2026-01-01 00:00:00.000Z",
+    "0001-01-01T00:00:00.000Z", "1677-09-21T00:12:43.145Z",  # before the paginator's lowest instant
 ])
 
 
@@ -94,6 +95,9 @@ def test_the_usual_page_takes_the_page_at_once_path(records) -> None:
     [{"canonical_id": "a", "updated_at": "2026-01-01T00:00:01.000Z"}, {"canonical_id": "b", "updated_at": "2026-01-01T00:00:00.000Z"}],
     [{"canonical_id": "a", "updated_at": "2026-01-01T00:00:00.000Z"}, {"canonical_id": "b", "updated_at": "2026-01-01T00:00:00.000001Z"}],
     [{"canonical_id": "a", "updated_at": "2026-01-01T00:00:00.000+00:00"}],
+    # before 1677-09-21, the paginator's lowest instant (a server's zero time, year 1)
+    [{"canonical_id": "a", "updated_at": "0001-01-01T00:00:00.000Z"}, {"canonical_id": "b", "updated_at": "2026-01-01T00:00:00.000Z"}],
 ])
 def test_a_page_out_of_order_or_of_mixed_form_goes_record_by_record(records) -> None:
     assert page_instants(records) is None
+    assert read(records, page_at_once=True) == read(records, page_at_once=False)
