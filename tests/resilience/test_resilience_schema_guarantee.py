@@ -319,3 +319,28 @@ def test_the_date_time_check_accepts_exactly_what_datetime_parses():
                      ("2026-04-31T00:00:00Z", False), ("2026-12-31T23:59:60Z", False),
                      ("0000-01-01T00:00:00Z", False)]:
         assert rule.valid(text) is ok and all_match(FORMATS["date-time"], [text, "2026-01-01T00:00:00Z"]) is ok
+
+
+def test_a_runs_started_at_that_no_state_could_hold_never_becomes_the_bookmark(tmp_path):
+    import json
+
+    from tests.helpers.hostile_server import ops_items
+
+    items = ops_items(3, "run")
+    items[2]["started_at"] = "2999-01-01T00:00:00.000Z"  # valid RFC 3339, but in the future
+    outcome = ops_sync(items, "runs", tmp_path, start_date="2025-01-01T00:00:00Z")
+    assert outcome.code == 0
+    states = [json.loads(line)["value"] for line in outcome.stdout.splitlines() if '"STATE"' in line]
+    bookmark = states[-1]["bookmarks"]["runs"].get("replication_key_value")
+    assert bookmark == items[1]["started_at"]  # held before the run the next start would refuse
+    assert any("run_0002" in w and "in the future" in w for w in outcome.warnings)
+
+
+def test_a_value_nested_too_deep_to_show_is_named_without_a_recursion_error():
+    from tap_apixx.schema_drift import _show
+
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    assert _show(deep) == "a JSON list nested too deep to show"
+    assert _show("x" * 100).endswith("...") and len(_show("x" * 100)) == 60
