@@ -94,7 +94,7 @@ _UTC_PAGES = {
 }
 _ISO_Z = sys.version_info >= (3, 11)  # datetime.fromisoformat reads `Z` from Python 3.11 on
 _ONE_US = timedelta(microseconds=1)
-EARLIEST_NS = -(2**63)  # the paginator's "no instant yet": an earlier one is refused there
+EARLIEST_NS = -(2**63)  # the paginator's "no instant yet" and "no bound": earlier is refused
 _UPDATED_AT, _ID = methodcaller("get", "updated_at"), methodcaller("get", "canonical_id")
 
 

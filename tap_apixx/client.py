@@ -31,6 +31,12 @@ class ApixxStream(TransportStream):
         return BearerTokenAuthenticator(token=self.config["api_key"])
 
     @cached_property
+    def selected_fields(self) -> frozenset[str]:
+        """The properties the catalog selects (all but the deselected ones)."""
+        props = self.schema["properties"]
+        return frozenset(p for p in props if self.mask.get(("properties", p), True))
+
+    @cached_property
     def user_agent(self) -> str:
         return self.config.get("user_agent") or f"tap-apixx/{__version__}"
 

@@ -54,15 +54,13 @@ class OpsStream(ApixxStream):
         """The schema guarantee of the canonical streams, record by record (the lists are
         small). A field the schema lacks is dropped with a warning, or stops the sync with
         `new_fields: fail`; `load` does not apply here (an ops table keeps its columns)."""
-        props = self.schema["properties"]
-        selected = frozenset(p for p in props if self.mask.get(("properties", p), True))
         new_fields = "fail" if self.config.get("new_fields") == "fail" else "warn"
         type_errors = self.config.get("type_errors", DEFAULT_TYPE_ERRORS)
         required = frozenset(self.schema.get("required", ()))
         return SchemaDrift(
             self.name,
-            props,
-            selected,
+            self.schema["properties"],
+            self.selected_fields,
             self.logger,
             type_errors,
             new_fields=new_fields,
@@ -127,7 +125,7 @@ class OpsStream(ApixxStream):
         body = response_body(response)
         items = body["data"]
         self._page_request_id = request_id(response)
-        self._paginator.check_page([item["id"] for item in items], request_id(response))
+        self._paginator.check_page([item["id"] for item in items], self._page_request_id)
         if not items and (body.get("meta") or {}).get("has_more"):
             self.logger.warning(
                 "%s: the API said has_more but sent no items %s; ending the list here",

@@ -8,7 +8,14 @@ from operator import itemgetter
 
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_apixx.bookmarks import Stamp, format_stamp, instant_ns, page_instants, parse_stamp
+from tap_apixx.bookmarks import (
+    EARLIEST_NS,
+    Stamp,
+    format_stamp,
+    instant_ns,
+    page_instants,
+    parse_stamp,
+)
 from tap_apixx.errors import (
     BoundaryCheckError,
     OutOfOrderError,
@@ -188,7 +195,7 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
             self.digits_seen = max(self.digits_seen or 0, usual[1])
             return usual[0]
         stamps: list[int] = []
-        last_text, last_ns, digits = None, -(2**63), self.digits_seen or 0
+        last_text, last_ns, digits = None, EARLIEST_NS, self.digits_seen or 0
         for index, record in enumerate(page.records):
             if type(record) is not dict:
                 self._raise_bad_record(index, record, page)
@@ -213,7 +220,7 @@ class TieSafePaginator(BaseAPIPaginator[PageRequest]):
         """Index of the first record past the floor; checks the records before it against
         `updated_since` (none may precede it; one at it shows an inclusive server)."""
         since = parse_stamp(self.current_value.since)
-        bound = max(since.ns if since else -(2**63), self.floor.ns if self.floor else -(2**63))
+        bound = max(since.ns if since else EARLIEST_NS, self.floor.ns if self.floor else EARLIEST_NS)
         index = 0
         while index < len(stamps) and stamps[index] <= bound:
             if since is not None and stamps[index] <= since.ns:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter, methodcaller
 
+import jsonschema  # type: ignore[import-untyped]  # nested ops fields (the SDK imports it anyway)
 import orjson
 
 from tap_apixx.errors import TapApixxError
@@ -140,8 +141,13 @@ class FieldRule:
             return self.pattern.match(value) is not None and (
                 self.pattern not in DATED or calendar_ok(value)
             )
-        if type(value) is dict and self.values is not None:
-            return all(map(self.values.valid, value.values()))
+        values = self.values  # an object's typed values, then (below) its nested shape
+        if (
+            type(value) is dict
+            and values is not None
+            and not all(map(values.valid, value.values()))
+        ):
+            return False
         if self.shape is not None and type(value) in (dict, list):
             return self.shape(value)
         return True
@@ -195,8 +201,6 @@ def _shape_of(prop: dict[str, t.Any]) -> t.Callable[[t.Any], bool] | None:
     """A check of an object's nested properties or an array's items (types are checked apart)."""
     if not (prop.get("properties") or prop.get("items")):
         return None
-    import jsonschema  # type: ignore[import-untyped]  # only the ops schemas nest (small lists)
-
     inner = {key: value for key, value in prop.items() if key != "type"}
     checker = jsonschema.Draft7Validator.FORMAT_CHECKER
     return jsonschema.Draft7Validator(inner, format_checker=checker).is_valid

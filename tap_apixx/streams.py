@@ -76,12 +76,6 @@ class CanonicalStream(PageOutput, ApixxStream):
     STATE_MSG_FREQUENCY = 10**9  # STATE is written after every page instead (_checkpoint)
 
     @cached_property
-    def selected_fields(self) -> frozenset[str]:
-        """The properties the catalog selects (all but the deselected ones)."""
-        props = self.schema["properties"]
-        return frozenset(p for p in props if self.mask.get(("properties", p), True))
-
-    @cached_property
     def fields_param(self) -> str | None:
         """`?fields=` for the selected properties; None when all are selected."""
         selected = [p for p in self.schema["properties"] if p in self.selected_fields]
