@@ -38,6 +38,19 @@ def encode(value: t.Any) -> bytes:
         return serialize_json(value).encode()
 
 
+def record_lines(records: list[dict], prefix: bytes, suffix: bytes) -> bytes:
+    """The RECORD lines of a page: each record's JSON between `prefix` and `suffix`.
+
+    One orjson call per record through `map`, joined once: no Python step per record. A page
+    holding a value orjson cannot encode is encoded record by record, as `encode` does.
+    """
+    try:
+        body = (suffix + prefix).join(map(orjson.dumps, records))
+    except TypeError:
+        body = (suffix + prefix).join(map(encode, records))
+    return prefix + body + suffix
+
+
 class SerialSingerWriter(SimpleSingerWriter):
     """The tap's one choke point for stdout: every line is written whole, under one lock.
 
@@ -138,7 +151,7 @@ class PageOutput(OwnBookmark):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending: list[bytes] = []  # this page's RECORD lines, written with its STATE
+        self._pending: list[dict] = []  # this page's records, written with its STATE
         self._framing = (b"", b"")
 
     @cached_property
@@ -194,8 +207,7 @@ class PageOutput(OwnBookmark):
             return
         if not self._pending:  # a page's records share one prefix and time_extracted
             self._framing = self._record_framing()
-        prefix, suffix = self._framing
-        self._pending.append(prefix + encode(record) + suffix)
+        self._pending.append(record)  # encoded with the whole page, in `_flush_records`
         self.state_manager.is_flushed = False
 
     def _record_framing(self) -> tuple[bytes, bytes]:
@@ -209,9 +221,8 @@ class PageOutput(OwnBookmark):
 
     def _flush_records(self) -> None:
         if self._pending and self._fast_writer is not None:
-            data = b"".join(self._pending)
+            self._fast_writer.write_lines(record_lines(self._pending, *self._framing))
             self._pending.clear()
-            self._fast_writer.write_lines(data)
 
     def _write_state_message(self) -> None:
         with self._output_lock():

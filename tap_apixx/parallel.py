@@ -5,6 +5,8 @@ tests/unit/test_unit_sdk_seams.py pins the SDK's sequential `sync_all`, whose st
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
 import typing as t
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -14,9 +16,12 @@ from singer_sdk import Tap
 from tap_apixx.output import SerialSingerWriter
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from singer_sdk import Stream
 
 DEFAULT_MAX_PARALLEL_STREAMS = 4  # 4 x ~200 ms requests saturate 600/min; more only adds memory
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections during a sync (default 700)
 
 
 class ParallelSync(Tap):
@@ -29,6 +34,10 @@ class ParallelSync(Tap):
 
     def sync_all(self) -> None:  # type: ignore[misc]  # final in the SDK: see the module doc
         """Sync the selected streams, up to `max_parallel_streams` at a time."""
+        with quiet_collector():
+            self._sync_all()
+
+    def _sync_all(self) -> None:
         self.prepare_state()
         workers = self.parallel_streams
         self.before_sync()
@@ -54,6 +63,26 @@ class ParallelSync(Tap):
 
     def prepare_state(self) -> None:
         """Ready the input state before the first STATE message (lifecycle.py: rewinds, windows)."""
+
+
+@contextlib.contextmanager
+def quiet_collector() -> Iterator[None]:
+    """Fewer garbage collections while records stream through; undone afterwards.
+
+    Parsing a page of 1000 records makes thousands of containers. At CPython's default (a young
+    collection every 700 allocations) the collector ran about 500 times in a 200,000-record sync,
+    rescanning the modules, schemas and catalog each time, and found nothing: records are freed
+    by reference counting, they hold no cycles. So what exists before the sync is frozen out of
+    every collection, and a young collection waits for GC_YOUNG_THRESHOLD allocations.
+    """
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def open_bookmarks(tap: Tap) -> None:

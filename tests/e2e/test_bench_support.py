@@ -43,7 +43,7 @@ def test_quick_benchmark_prints_the_table_and_writes_the_figures(tmp_path: Path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert rows[0] == "| Measure | Result | Notes |"
-    assert len(rows) == 10  # header, tap, baseline, meltano, 2 x postgres, dlt, memory, 2 x rate budget
+    assert len(rows) == 11  # header, tap, baseline, meltano, 3 x postgres, dlt, memory, 2 x rate budget
     results = json.loads(out.read_text())
     figures = results["figures"]
     assert figures["table"] in proc.stdout
@@ -54,7 +54,8 @@ def test_quick_benchmark_prints_the_table_and_writes_the_figures(tmp_path: Path)
         if "skipped" not in run["meltano"]:
             assert run["meltano"]["records"] == records  # every record reached DuckDB
         if "skipped" not in run["postgres"]:  # and PostgreSQL, with either target setting
-            assert run["postgres"]["default"]["records"] == run["postgres"]["ours"]["records"] == records
+            pg = run["postgres"]  # and target-postgres alone, fed the tap's output
+            assert pg["default"]["records"] == pg["ours"]["records"] == pg["target_alone"]["records"] == records
     assert [m["records"] for m in figures["memory"].values()] == list(results["size"]["memory_records"])
     assert {run["parallel"] for run in figures["rate"].values()} == {1, 4}
     for run in figures["rate"].values():  # the part ran and counted; its 429s are a figure here:
@@ -76,7 +77,8 @@ def test_several_runs_give_each_figure_as_its_median_and_range() -> None:
                 "meltano": {"skipped": "not installed"},
                 "postgres": {"default": {"records": 1000, "records_per_s": pg / 4, "seconds": 4000 / pg},
                              "ours": {"records": 1000, "records_per_s": pg, "seconds": 1000 / pg},
-                             "speedup": 4.0},
+                             "speedup": 4.0,
+                             "target_alone": {"records": 1000, "records_per_s": 2 * pg, "seconds": 500 / pg}},
                 "dlt": {"records": dlt_rows, "records_per_s": 100.0}}
 
     size = bench.Size(records=1000)
@@ -87,5 +89,6 @@ def test_several_runs_give_each_figure_as_its_median_and_range() -> None:
     assert "200 records/s (100-300 over 3 runs)" in text  # the tap: median, then the range
     assert "tap / baseline = **1.50 (1.00-2.00 over 3 runs)**" in text  # each run's own ratio
     assert "100 records/s end to end (80-120 over 3 runs)" in text  # PostgreSQL, ours
+    assert "| target-postgres alone, our settings, reading the tap's output from a file | 200 records/s (160-240" in text
     assert "dlt lost **10**, **0**, **25** of 1,000 rows" in text and "seeds 42, 43, 44" in text
     assert res.figures["tap_over_baseline"] == 1.5
