@@ -171,10 +171,12 @@ class OpsStream(ApixxStream):
         """The object's detail fields (`GET /<stream>/<id>`).
 
         None when the object is gone (404 or 410): deleted between the list and this request.
-        That is the ordinary race of a list-then-detail API, not a misconfiguration.
+        That is the ordinary race of a list-then-detail API, not a misconfiguration. A detail
+        that names another object stops the sync: merged over the listed row, it would load
+        one object twice and lose the one listed.
         """
         try:
-            return response_body(self.get_by_id(object_id))
+            response = self.get_by_id(object_id)
         except ApiRequestError as exc:
             if exc.status not in GONE:
                 raise
@@ -186,6 +188,15 @@ class OpsStream(ApixxStream):
                 exc.request_id,
             )
             return None
+        detail = response_body(response)
+        if "id" in detail and detail["id"] != object_id:  # it would replace the listed id
+            msg = (
+                f"{self.name}: the detail asked for {_show_id(object_id)} answered for id "
+                f"{_show_id(detail['id'])} {rid(response)}; stopping rather than load it under "
+                "another object's id"
+            )
+            raise BadRecordError(msg)
+        return detail
 
 
 class FlowsStream(OpsStream):

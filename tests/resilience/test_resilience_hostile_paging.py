@@ -213,3 +213,39 @@ def test_a_list_404_is_still_fatal_with_its_hint(tmp_path, tally6: Tally) -> Non
     assert outcome.code == 1 and "req_list_404" in outcome.errors[0]
     assert "api_url" in outcome.errors[0]
     tally6.add(outcome.kind)
+
+
+@fuzz(20)
+@given(stream=st.sampled_from(["flows", "runs"]), wrong=st.integers(0, 11),
+       answer=st.sampled_from(["another listed id", "an unlisted id", "a number", "no id"]))
+def test_a_detail_that_answers_for_another_object_stops_the_sync(stream, wrong, answer, tmp_path,
+                                                                   tally6: Tally):
+    """`{**listed, **detail}` would load the detail under its own id: one object twice, one lost."""
+    items = FLOWS if stream == "flows" else RUNS
+    asked = items[wrong]["id"]
+    sent = {"another listed id": items[(wrong + 1) % len(items)]["id"], "an unlisted id": "obj_zz",
+            "a number": 7, "no id": None}[answer]
+
+    def route(request: Request) -> Reply:
+        parts = request.path.split("/")  # ['', 'v1', stream, id?]
+        if len(parts) == 3:
+            return ops_page(items, request)
+        detail = ops_detail(next(i for i in items if i["id"] == parts[3]))
+        if parts[3] == asked:
+            detail.pop("id")
+            if sent is not None:
+                detail["id"] = sent
+        return json_reply(detail, request_id=f"req_detail_{parts[3]}")
+
+    outcome, _ = sync(route, [stream], tmp_path)
+    emitted = records_of(outcome.stdout, stream)
+    if answer == "no id":  # the listed id stands: nothing to mix up
+        assert outcome.code == 0, outcome.errors
+        assert emitted == [i["id"] for i in items]
+    else:
+        assert outcome.code == 1, emitted
+        line = outcome.errors[0]
+        assert stream in line and asked in line and f"req_detail_{asked}" in line, line
+        assert len(outcome.errors) == 1
+        assert asked not in emitted and len(set(emitted)) == len(emitted)  # nothing loaded twice
+    tally6.add(outcome.kind)
