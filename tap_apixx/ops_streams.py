@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import typing as t
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -33,6 +34,7 @@ DEFAULT_RUNS_LOOKBACK_HOURS = 24
 GONE = frozenset({404, 410})  # a detail answering these was deleted after the list was read
 OPEN_RUN_STATUSES = frozenset({"queued", "running"})  # may still change: hold the bookmark
 RUN_STATUSES_WITH_ERRORS = frozenset({"failed", "partial"})  # only these have errors to fetch
+MAX_SHOWN_ID = 80  # characters of an id in a message
 
 
 class OpsStream(ApixxStream):
@@ -191,8 +193,8 @@ class OpsStream(ApixxStream):
         detail = response_body(response)
         if "id" in detail and detail["id"] != object_id:  # it would replace the listed id
             msg = (
-                f"{self.name}: the detail asked for {_show_id(object_id)} answered for id "
-                f"{_show_id(detail['id'])} {rid(response)}; stopping rather than load it under "
+                f"{self.name}: the detail asked for {_name_id(object_id)} answered for id "
+                f"{_name_id(detail['id'])} {rid(response)}; stopping rather than load it under "
                 "another object's id"
             )
             raise BadRecordError(msg)
@@ -273,6 +275,14 @@ class RunsStream(OwnBookmark, OpsStream):
         state["replication_key_value"] = latest_record["started_at"]
         if latest_record.get("status") in OPEN_RUN_STATUSES:
             self.held_at = latest_record["started_at"]
+
+
+def _name_id(value: t.Any) -> str:
+    """An id as a message can show it: ASCII (look-alike characters differ), long ones cut."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {kind_of(value)}"
+    text = ascii(value) if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= MAX_SHOWN_ID else text[: MAX_SHOWN_ID - 1] + "…"
 
 
 def _show_id(value: t.Any) -> str:

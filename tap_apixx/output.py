@@ -221,8 +221,9 @@ class PageOutput(OwnBookmark):
 
     def _flush_records(self) -> None:
         if self._pending and self._fast_writer is not None:
-            self._fast_writer.write_lines(record_lines(self._pending, *self._framing))
-            self._pending.clear()
+            data = record_lines(self._pending, *self._framing)
+            self._pending.clear()  # before the write: a failed write never writes them twice
+            self._fast_writer.write_lines(data)
 
     def _write_state_message(self) -> None:
         with self._output_lock():

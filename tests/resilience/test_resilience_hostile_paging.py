@@ -8,6 +8,7 @@ Class 6: a flow or run listed and then gone (404 on its detail) is skipped with 
 
 from __future__ import annotations
 
+import json
 import typing as t
 
 from hypothesis import given
@@ -217,14 +218,16 @@ def test_a_list_404_is_still_fatal_with_its_hint(tmp_path, tally6: Tally) -> Non
 
 @fuzz(20)
 @given(stream=st.sampled_from(["flows", "runs"]), wrong=st.integers(0, 11),
-       answer=st.sampled_from(["another listed id", "an unlisted id", "a number", "no id"]))
+       answer=st.sampled_from(["another listed id", "an unlisted id", "a look-alike id",
+                               "a long id", "a number", "null", "no id"]))
 def test_a_detail_that_answers_for_another_object_stops_the_sync(stream, wrong, answer, tmp_path,
                                                                    tally6: Tally):
     """`{**listed, **detail}` would load the detail under its own id: one object twice, one lost."""
     items = FLOWS if stream == "flows" else RUNS
     asked = items[wrong]["id"]
     sent = {"another listed id": items[(wrong + 1) % len(items)]["id"], "an unlisted id": "obj_zz",
-            "a number": 7, "no id": None}[answer]
+            "a look-alike id": asked[:-1] + "\u0661",  # an Arabic-Indic digit one
+            "a long id": asked + "_" + "x" * 200, "a number": 7, "null": None, "no id": ...}[answer]
 
     def route(request: Request) -> Reply:
         parts = request.path.split("/")  # ['', 'v1', stream, id?]
@@ -233,7 +236,7 @@ def test_a_detail_that_answers_for_another_object_stops_the_sync(stream, wrong, 
         detail = ops_detail(next(i for i in items if i["id"] == parts[3]))
         if parts[3] == asked:
             detail.pop("id")
-            if sent is not None:
+            if sent is not ...:
                 detail["id"] = sent
         return json_reply(detail, request_id=f"req_detail_{parts[3]}")
 
@@ -245,7 +248,9 @@ def test_a_detail_that_answers_for_another_object_stops_the_sync(stream, wrong, 
     else:
         assert outcome.code == 1, emitted
         line = outcome.errors[0]
-        assert stream in line and asked in line and f"req_detail_{asked}" in line, line
+        assert stream in line and f"req_detail_{asked}" in line, line
+        shown = json.dumps(sent) if not isinstance(sent, str) else ascii(sent)[:60]
+        assert f"for '{asked}' answered for id {shown}" in line, line  # both, told apart
         assert len(outcome.errors) == 1
         assert asked not in emitted and len(set(emitted)) == len(emitted)  # nothing loaded twice
     tally6.add(outcome.kind)
