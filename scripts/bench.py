@@ -203,6 +203,19 @@ def duckdb_count(path: Path, table: str) -> int:
         return con.execute(f'SELECT count(*) FROM {table}').fetchone()[0]
 
 
+TAP_OUTPUT = "tap-output.singer"
+
+
+def write_tap_output(emu: EmulatorProcess, size: Size, work: Path) -> tuple[Path, float]:
+    """The tap's output for ENTITY in a file, for a target to read alone; (file, tap seconds)."""
+    singer = work / TAP_OUTPUT
+    config = write_json(work / "tap.json", tap_config(emu, page_size=size.page_size))
+    catalog = write_json(work / "catalog.json", catalog_for([ENTITY]))
+    with open(singer, "wb") as out:
+        seconds, _, _ = run_measured([str(TAP), "--config", str(config), "--catalog", str(catalog)], out)
+    return singer, seconds
+
+
 def bench_meltano(emu: EmulatorProcess, size: Size, work: Path) -> dict:
     if not (MELTANO.exists() and TARGET_DUCKDB.exists()):
         return {"skipped": "meltano plugins not installed (make plugins)"}
@@ -211,11 +224,7 @@ def bench_meltano(emu: EmulatorProcess, size: Size, work: Path) -> dict:
                                  subprocess.DEVNULL, env)
     rows = duckdb_count(work / "meltano.duckdb", f'apixx."{ENTITY}"')
     # where the time goes: each side alone, the target fed from a file of the tap's output
-    singer = work / "tap-output.singer"
-    config = write_json(work / "tap.json", tap_config(emu, page_size=size.page_size))
-    catalog = write_json(work / "catalog.json", catalog_for([ENTITY]))
-    with open(singer, "wb") as out:
-        tap_s, _, _ = run_measured([str(TAP), "--config", str(config), "--catalog", str(catalog)], out)
+    singer, tap_s = write_tap_output(emu, size, work)
     target_config = write_json(work / "target.json", {"filepath": str(work / "alone.duckdb"),
                                                        "default_target_schema": "apixx"})
     with open(singer, "rb") as stdin:
@@ -308,12 +317,9 @@ def postgres_target_alone(emu: EmulatorProcess, size: Size, work: Path, pg: Post
 
     No pipeline through it can be faster, whatever the tap does.
     """
-    singer = work / "tap-output.singer"
+    singer = work / TAP_OUTPUT
     if not singer.exists():  # written by the DuckDB part, unless that one was skipped
-        config = write_json(work / "tap.json", tap_config(emu, page_size=size.page_size))
-        catalog = write_json(work / "catalog.json", catalog_for([ENTITY]))
-        with open(singer, "wb") as out:
-            run_measured([str(TAP), "--config", str(config), "--catalog", str(catalog)], out)
+        write_tap_output(emu, size, work)
     schema = "apixx_alone"
     config = write_json(work / "target-postgres.json", {
         "host": "127.0.0.1", "port": pg.port, "user": "postgres", "password": "unused-with-trust-auth",

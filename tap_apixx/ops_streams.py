@@ -117,7 +117,7 @@ class OpsStream(ApixxStream):
             if not isinstance(item_id, str) or item_id.strip(".") == "":
                 msg = (
                     f"{self.name}: the API sent an item without a usable id (item {index + 1} "
-                    f"of {len(data)}, id {_show_id(item_id)}) {rid(response)}; stopping rather "
+                    f"of {len(data)}, id {_name_id(item_id)}) {rid(response)}; stopping rather "
                     "than drop it"
                 )
                 raise BadRecordError(msg)
@@ -283,10 +283,6 @@ def _name_id(value: t.Any) -> str:
         return f"a JSON {kind_of(value)}"
     text = ascii(value) if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= MAX_SHOWN_ID else text[: MAX_SHOWN_ID - 1] + "…"
-
-
-def _show_id(value: t.Any) -> str:
-    return repr(value) if isinstance(value, str) and len(value) < 40 else f"a JSON {kind_of(value)}"
 
 
 # stream name -> its class; each stream's JSON Schema is schemas/<name>.json

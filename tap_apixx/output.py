@@ -207,8 +207,8 @@ class PageOutput(OwnBookmark):
             return
         if not self._pending:  # a page's records share one prefix and time_extracted
             self._framing = self._record_framing()
+            self.state_manager.is_flushed = False  # until the page and its STATE are written
         self._pending.append(record)  # encoded with the whole page, in `_flush_records`
-        self.state_manager.is_flushed = False
 
     def _record_framing(self) -> tuple[bytes, bytes]:
         """The bytes around a record in its RECORD line, keys in the SDK's order."""
